@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from rich.console import Console
 from rich.table import Table
 
+from lightning_privacy.callbacks.epsilon_audit import EpsilonAudit, EpsilonAuditConfig
 from lightning_privacy.callbacks.logging import log_tags
 from lightning_privacy.callbacks.membership import MembershipAudit, MembershipAuditConfig
 from lightning_privacy.callbacks.timing import EpochTimer
@@ -116,6 +117,8 @@ class PrivacyCLI(LightningCLI):
         parser.add_argument("--tracking", type=TrackingConfig, default=TrackingConfig(), help="MLflow tracking.")
         parser.add_argument("--audit.membership", type=Optional[MembershipAuditConfig], default=None,
                             help="Membership-inference audit run after testing.")
+        parser.add_argument("--audit.epsilon", type=Optional[EpsilonAuditConfig], default=None,
+                            help="One-run empirical ε lower bound (Steinke et al. 2023): canaries held in or out.")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
 
@@ -140,8 +143,11 @@ class PrivacyCLI(LightningCLI):
         if self.subcommand not in ("fit", "test"):
             return []
         audits = self._subconfig.get("audit") or {}
-        membership = audits.get("membership")
-        return [MembershipAudit(membership)] if membership is not None else []
+        membership, epsilon = audits.get("membership"), audits.get("epsilon")
+        callbacks: list = [MembershipAudit(membership)] if membership is not None else []
+        if epsilon is not None and self.subcommand == "fit":
+            callbacks.append(EpsilonAudit(epsilon))
+        return callbacks
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._subconfig
@@ -188,12 +194,15 @@ class PrivacyCLI(LightningCLI):
 
     @rank_zero_only
     def _print_summary(self) -> None:
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("test/", "dp/"))}
         for cb in self.trainer.callbacks:
             if isinstance(cb, MembershipAudit):
                 metrics.update(cb.metrics)
+            if isinstance(cb, EpsilonAudit):
+                metrics.update(cb.result)
         table = Table(title="lightning-privacy", show_header=False)
-        for key in ("test/acc", "mia/best/auc", "mia/best/tpr_at_fpr_0.001", "privacy/aop_lambda_2"):
+        for key in ("test/acc", "mia/best/auc", "mia/best/tpr_at_fpr_0.001", "privacy/aop_lambda_2", "dp/epsilon",
+                    "dp/epsilon_lb"):
             if key in metrics:
                 table.add_row(key, f"{metrics[key]:.4f}")
         mlflow_loggers = [lg for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)]

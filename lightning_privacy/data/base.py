@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence, Union
+from typing import Any, ClassVar, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -100,6 +100,14 @@ def find_dir(root: Path, candidates: Sequence[str], required: Sequence[str], dat
     raise DatasetNotFoundError(
         f"{dataset} not found: expected {', '.join(required)} in one of: {'; '.join(tried)}. {hint}"
     )
+
+
+def adapted_for_training(trainer: Any, loader: DataLoader) -> DataLoader:
+    """The members loader as the model being fit wants it: a model with ``training_loader`` (DP-SGD's Poisson
+    sampling) adapts it."""
+    model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+    adapt = getattr(model, "training_loader", None)
+    return adapt(loader) if callable(adapt) else loader
 
 
 class PrivacyDataModule(LightningDataModule, ABC):
@@ -207,7 +215,18 @@ class PrivacyDataModule(LightningDataModule, ABC):
         return self.index_dataloader(self.role_indices(role), batch_size=batch_size, shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
-        return self.role_dataloader("members", batch_size=self.batch_size, shuffle=True)
+        loader = self.index_dataloader(self.training_indices(), batch_size=self.batch_size, shuffle=True)
+        return adapted_for_training(self.trainer, loader)
+
+    def training_indices(self) -> Tensor:
+        """The members the model trains on: all of them, less those ``exclude_from_training`` held back."""
+        members = self.role_indices("members")
+        excluded = getattr(self, "_excluded", None)
+        return members if excluded is None else members[~torch.isin(members, excluded)]
+
+    def exclude_from_training(self, indices: Tensor) -> None:
+        """Keep these members out of the training loader (the one-run ε audit's OUT canaries)."""
+        self._excluded = indices.long()
 
     def val_dataloader(self) -> Union[DataLoader, list]:
         if self.splits is None:

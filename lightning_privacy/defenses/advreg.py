@@ -32,6 +32,8 @@ class AdvReg(ClassifierDefense):
     """Per step: ``attack_steps`` updates of h (members vs reference samples: maximize its gain), then one
     update of the classifier on min CE + α · log h(f(x), y) over the members' batch."""
 
+    dp_refusal = "its inference model is trained on the members without noise, and the classifier then follows it"
+
     def __init__(
         self,
         num_classes: int = 10,

@@ -16,6 +16,7 @@ from rich.progress import Progress
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_privacy.data.base import adapted_for_training
 from lightning_privacy.errors import UserInputError
 
 Recipe = Literal["target", "erm"]
@@ -54,7 +55,8 @@ class SubsetDataModule(LightningDataModule):
         self.parent, self.indices = parent, indices
 
     def train_dataloader(self) -> Any:
-        return self.parent.index_dataloader(self.indices, batch_size=self.parent.batch_size, shuffle=True)
+        loader = self.parent.index_dataloader(self.indices, batch_size=self.parent.batch_size, shuffle=True)
+        return adapted_for_training(self.trainer, loader)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("parent", "indices") or name.startswith("_"):

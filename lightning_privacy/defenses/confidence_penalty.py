@@ -11,10 +11,10 @@ from lightning_privacy.defenses.base import ClassifierDefense
 from lightning_privacy.errors import UserInputError
 
 
-def mean_entropy(logits: Tensor) -> Tensor:
-    """Eq. 16 averaged over the batch: H(p) = -sum_c p_c log p_c."""
+def entropy(logits: Tensor) -> Tensor:
+    """Eq. 16 per sample: H(p) = -sum_c p_c log p_c."""
     log_p = logits.log_softmax(-1)
-    return -(log_p.exp() * log_p).sum(-1).mean()
+    return -(log_p.exp() * log_p).sum(-1)
 
 
 class ConfidencePenalty(ClassifierDefense):
@@ -29,5 +29,5 @@ class ConfidencePenalty(ClassifierDefense):
             raise UserInputError(f"beta must be >= 0; got {beta} (the paper sweeps 0.1 to 8)")
         super().__init__(**kwargs)
 
-    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits, y) - self.hparams.beta * mean_entropy(logits)
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y, reduction="none") - self.hparams.beta * entropy(logits)

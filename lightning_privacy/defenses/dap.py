@@ -79,6 +79,9 @@ class DAP(ClassifierDefense):
     DAPt trains the K shadows on the non-member (test) role, DAPv on the validation role (Sec. 4).
     """
 
+    dp_refusal = ("its adversarial step feeds the members' misclassified predictions through the discriminator "
+                  "and updates the last layer a second time per batch, outside the clipped per-sample objective")
+
     def __init__(
         self,
         num_classes: int = 10,

@@ -59,6 +59,8 @@ class SelfDistillation(ClassifierDefense):
     ``self._modules``: it is neither optimized nor saved in the student's checkpoint.
     """
 
+    dp_refusal = "its teacher was trained on the members without DP, so the student would carry the teacher's leakage"
+
     def __init__(
         self,
         teacher_ckpt: str = SET_TEACHER,

@@ -13,9 +13,9 @@ from lightning_privacy.errors import UserInputError
 
 
 def kl_uniform_to_predictions(logits: Tensor) -> Tensor:
-    """Mean over the batch of D_KL(U || p): sum_c (1/C) (log(1/C) - log p_c)."""
+    """Per sample, D_KL(U || p) = sum_c (1/C) (log(1/C) - log p_c)."""
     num_classes = logits.shape[-1]
-    return (-math.log(num_classes) - logits.log_softmax(-1).mean(-1)).mean()
+    return -math.log(num_classes) - logits.log_softmax(-1).mean(-1)
 
 
 class LabelSmoothing(ClassifierDefense):
@@ -27,6 +27,6 @@ class LabelSmoothing(ClassifierDefense):
             raise UserInputError(f"smoothing must be in [0, 1); got {smoothing} (1 would ignore the labels)")
         super().__init__(**kwargs)
 
-    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
         s = self.hparams.smoothing
-        return s * kl_uniform_to_predictions(logits) + (1.0 - s) * F.cross_entropy(logits, y)
+        return s * kl_uniform_to_predictions(logits) + (1.0 - s) * F.cross_entropy(logits, y, reduction="none")

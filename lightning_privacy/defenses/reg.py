@@ -23,5 +23,5 @@ class Reg(ClassifierDefense):
             raise UserInputError(f"l2 must be >= 0; got {l2}")
         super().__init__(dropout=dropout, **kwargs)
 
-    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        return super().loss(logits, y) + self.hparams.l2 * self.last_layer.weight.pow(2).sum()
+    def penalty(self) -> Tensor:
+        return self.hparams.l2 * self.last_layer.weight.pow(2).sum()

@@ -87,7 +87,22 @@ class RelaxLoss(ClassifierDefense):
             return -loss, ASCENT  # gradient ascent: θ <- θ + τ ∇L
         return self.flattening_loss(logits, y), FLATTEN  # posterior flattening
 
+    def objective(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Algorithm 1 decided per sample: what DP-SGD trains on, since the batch-level branch on the un-noised
+        mean loss would leak it. Descent where ℓ_i ≥ α, else ascent (even epochs) or flattening (odd)."""
+        ce = F.cross_entropy(logits, y, reduction="none")
+        if (self.current_epoch + 1) % 2 == 0:  # Algorithm 1 counts epochs from 1
+            relaxed = -ce
+        else:
+            targets = flattened_targets(logits.softmax(-1), y, self.hparams.max_gt_prob)
+            relaxed = -(targets * logits.log_softmax(-1)).sum(-1)
+            if self.hparams.flatten_incorrect_only:
+                relaxed = relaxed * (logits.argmax(-1) != y).to(relaxed.dtype)
+        return torch.where(ce.detach() >= self.hparams.alpha, ce, relaxed)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.private is not None:
+            return self.private_training_step(batch)
         x, y = batch
         logits = self(x)
         objective, branch = self.relax_objective(logits, y, paper_epoch=self.current_epoch + 1)

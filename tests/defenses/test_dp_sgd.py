@@ -1,0 +1,260 @@
+"""DP-SGD on the defenses: budget modes, accounting against Opacus, noise scale, class-DP step, refusals."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer, seed_everything
+from torch import nn
+
+from lightning_privacy.data.digits import Digits
+from lightning_privacy.defenses.advreg import AdvReg
+from lightning_privacy.defenses.dap import DAP
+from lightning_privacy.defenses.erm import ERM
+from lightning_privacy.defenses.reg import Reg
+from lightning_privacy.defenses.relaxloss import RelaxLoss
+from lightning_privacy.errors import UserInputError
+from lightning_privacy.privacy.accounting import PrivacyWarning, epsilon_spent, group_epsilon
+from lightning_privacy.privacy.config import DPConfig
+from lightning_privacy.privacy.dp_sgd import PrivateTraining, prepare_for_dp
+
+
+def digits(members: int = 200, batch_size: int = 20) -> Digits:
+    return Digits(members=members, validation=0.1, test_fraction=0.3, batch_size=batch_size)
+
+
+def fit(model, dm, epochs: int) -> Trainer:
+    trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+def test_target_epsilon_mode_spends_the_target_over_the_planned_epochs_as_opacus_accounts_it():
+    seed_everything(0)
+    dm = digits()
+    model = ERM(num_classes=10, input_shape=(1, 8, 8), dp=DPConfig(target_epsilon=2.0, delta=1e-5))
+    trainer = fit(model, dm, epochs=3)
+    eps = float(trainer.callback_metrics["dp/epsilon"])
+    q, steps = 20 / 200, 3 * 10
+    assert float(trainer.callback_metrics["dp/steps"]) == steps
+    sigma = float(trainer.callback_metrics["dp/noise_multiplier"])
+    assert eps == pytest.approx(epsilon_spent(noise_multiplier=sigma, sample_rate=q, steps=steps, delta=1e-5), rel=1e-6)
+    assert 2.0 * 0.98 <= eps <= 2.0
+
+
+def test_fixed_noise_with_a_target_stops_at_the_last_epoch_within_it():
+    seed_everything(0)
+    dm = digits()
+    model = ERM(num_classes=10, input_shape=(1, 8, 8), dp=DPConfig(target_epsilon=3.0, noise_multiplier=2.0))
+    trainer = fit(model, dm, epochs=100)
+    epochs_run = trainer.current_epoch
+    assert 1 <= epochs_run < 100
+    eps = float(trainer.callback_metrics["dp/epsilon"])
+    after_one_more = epsilon_spent(noise_multiplier=2.0, sample_rate=0.1, steps=(epochs_run + 1) * 10, delta=1e-5)
+    assert eps <= 3.0 < after_one_more
+
+
+def test_fixed_noise_and_epochs_reports_epsilon_with_the_other_accountants():
+    seed_everything(0)
+    model = ERM(num_classes=10, input_shape=(1, 8, 8),
+                dp=DPConfig(noise_multiplier=1.5, report_accountants=("gdp", "prv")))
+    trainer = fit(model, digits(), epochs=2)
+    m = trainer.callback_metrics
+    assert float(m["dp/epsilon"]) == pytest.approx(
+        epsilon_spent(noise_multiplier=1.5, sample_rate=0.1, steps=20, delta=1e-5), rel=1e-6)
+    assert 0 < float(m["dp/epsilon_gdp"]) and 0 < float(m["dp/epsilon_prv"])
+    assert float(m["dp/delta"]) == pytest.approx(1e-5)
+
+
+def _private(model: nn.Module, **config) -> PrivateTraining:
+    cfg = DPConfig(**{"noise_multiplier": 1.0, **config})
+    return PrivateTraining(cfg, module=model, dataset_size=1000, batch_size=100, max_epochs=1)
+
+
+def test_record_level_noise_has_std_sigma_c_over_the_expected_batch():
+    model = nn.Linear(50, 40)
+    private = _private(model, noise_multiplier=2.0, max_grad_norm=3.0, seed=1)
+    x = torch.randn(100, 50)
+    with private.recording():
+        out = model(x)
+    private.backward_records(0.0 * out.sum(1))  # zero gradients: what remains is the noise
+    noise = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert noise.std().item() == pytest.approx(2.0 * 3.0 / 100, rel=0.05)
+    private.close()
+
+
+def test_record_level_step_is_the_noised_mean_of_clipped_per_sample_gradients():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    private = _private(model, noise_multiplier=1e-9, max_grad_norm=0.5)
+    x, y = torch.randn(100, 5), torch.randint(0, 3, (100,))
+    with private.recording():
+        out = model(x)
+    private.backward_records(F.cross_entropy(out, y, reduction="none"))
+    expected = [torch.zeros_like(p) for p in model.parameters()]
+    for i in range(100):
+        grads = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), list(model.parameters()))
+        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+        for e, g in zip(expected, grads):
+            e.add_(g * min(1.0, 0.5 / float(norm)))
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, e / 100, atol=1e-6, rtol=1e-4)
+    private.close()
+
+
+def _group_private(model, groups, **config) -> PrivateTraining:
+    cfg = DPConfig(**{"level": "class", "noise_multiplier": 1.0, "group_sample_rate": 0.5, **config})
+    return PrivateTraining(cfg, module=model, dataset_size=groups.numel(), batch_size=10, max_epochs=1, groups=groups)
+
+
+def test_class_level_step_averages_within_groups_clips_each_and_divides_by_qk():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    private = _group_private(model, groups, noise_multiplier=1e-9, max_grad_norm=0.3)
+    x, y = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    sampled = torch.tensor([True] * 5 + [False] * 4 + [True])  # groups 0, 1, 3
+    private.backward_groups(x[sampled], y[sampled], groups[sampled],
+                            lambda xb, yb: F.cross_entropy(model(xb), yb, reduction="none"))
+    expected = [torch.zeros_like(p) for p in model.parameters()]
+    for g in (0, 1, 3):
+        rows = groups == g
+        grads = torch.autograd.grad(F.cross_entropy(model(x[rows]), y[rows]), list(model.parameters()))
+        norm = torch.sqrt(sum(t.pow(2).sum() for t in grads))
+        for e, t in zip(expected, grads):
+            e.add_(t * min(1.0, 0.3 / float(norm)))
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, e / (0.5 * 4), atol=1e-6, rtol=1e-4)
+
+
+def test_class_level_noise_has_std_sigma_s_over_qk():
+    model = nn.Linear(60, 50)
+    groups = torch.arange(10).repeat_interleave(5)
+    private = _group_private(model, groups, noise_multiplier=1.5, max_grad_norm=2.0, seed=3)
+    x, y = torch.randn(50, 60), torch.randint(0, 50, (50,))
+    private.backward_groups(x, y, groups, lambda xb, yb: 0.0 * model(xb).sum(1))
+    noise = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert noise.std().item() == pytest.approx(1.5 * 2.0 / (0.5 * 10), rel=0.05)
+
+
+def test_class_dp_fit_logs_the_group_account_and_theorem1():
+    seed_everything(0)
+    model = ERM(num_classes=10, input_shape=(1, 8, 8),
+                dp=DPConfig(level="class", noise_multiplier=2.0, group_sample_rate=0.5, delta=1e-3))
+    trainer = fit(model, digits(), epochs=2)
+    m = trainer.callback_metrics
+    steps = 2 * 2
+    assert float(m["dp/steps"]) == steps
+    expected = group_epsilon(noise_multiplier=2.0, sample_rate=0.5, steps=steps, delta=1e-3)
+    assert float(m["dp/epsilon"]) == pytest.approx(expected, rel=1e-6)
+    assert float(m["dp/class_epsilon"]) == pytest.approx(expected, rel=1e-6)
+    assert float(m["dp/class_thm1_valid"]) in (0.0, 1.0)
+    assert float(m["dp/class_epsilon_thm1"]) == pytest.approx(4 * 0.5 * math.sqrt(steps * math.log(1e3)) / 2.0)
+
+
+def test_subclass_dp_fit_clusters_each_class():
+    seed_everything(0)
+    model = ERM(num_classes=10, input_shape=(1, 8, 8),
+                dp=DPConfig(level="subclass", subclasses_per_class=3, target_epsilon=20.0, group_sample_rate=0.2,
+                            delta=1e-3))
+    trainer = fit(model, digits(), epochs=2)
+    m = trainer.callback_metrics
+    assert float(m["dp/subclass_groups"]) == 30
+    assert 20.0 * 0.95 <= float(m["dp/subclass_epsilon"]) <= 20.0
+
+
+@pytest.mark.parametrize("cls, kwargs", [(DAP, {}), (AdvReg, {})])
+def test_defenses_that_touch_members_outside_the_clipped_objective_refuse_dp(cls, kwargs):
+    with pytest.raises(UserInputError, match="cannot be trained with DP-SGD"):
+        cls(num_classes=10, input_shape=(1, 8, 8), dp=DPConfig(target_epsilon=1.0), **kwargs)
+
+
+def test_self_distillation_refuses_dp_before_loading_its_teacher():
+    from lightning_privacy.defenses.distillation import SelfDistillation
+
+    with pytest.raises(UserInputError, match="teacher was trained on the members"):
+        SelfDistillation(num_classes=10, input_shape=(1, 8, 8), dp=DPConfig(target_epsilon=1.0))
+
+
+def test_relaxloss_under_dp_decides_algorithm_1_per_sample():
+    model = RelaxLoss(num_classes=3, input_shape=(1, 8, 8), alpha=0.5, dp=DPConfig(target_epsilon=1.0))
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([0, 0])
+    ce = F.cross_entropy(logits, y, reduction="none")  # first below alpha, second above
+    out = model.objective(logits, y)  # epoch 0 = paper epoch 1 (odd): flattening below alpha
+    assert out[1] == pytest.approx(float(ce[1]))
+    p_gt = logits.softmax(-1)[0, 0]
+    soft = torch.tensor([p_gt, (1 - p_gt) / 2, (1 - p_gt) / 2])
+    assert out[0] == pytest.approx(float(-(soft * logits[0].log_softmax(-1)).sum()), rel=1e-5)
+
+
+def test_reg_penalty_is_added_unclipped_under_dp():
+    seed_everything(0)
+    model = Reg(num_classes=10, input_shape=(1, 8, 8), l2=0.5, dp=DPConfig(noise_multiplier=1.0))
+    trainer = fit(model, digits(), epochs=1)
+    assert float(trainer.callback_metrics["dp/steps"]) == 10
+
+
+def test_batchnorm_is_replaced_or_refused_by_name():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    with pytest.raises(UserInputError, match="BatchNorm layers \\(1\\)"):
+        prepare_for_dp(net, replacement=None)
+    fixed = prepare_for_dp(net, replacement="group_norm")
+    assert isinstance(fixed[1], nn.GroupNorm)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"target_epsilon": 0.0}, {"target_epsilon": -1.0}, {"target_epsilon": 1.0, "delta": 0.0},
+    {"target_epsilon": 1.0, "delta": 1.0}, {"noise_multiplier": 0.0}, {"target_epsilon": 1.0, "max_grad_norm": 0},
+    {"target_epsilon": 1.0, "group_sample_rate": 0.0}, {"target_epsilon": 1.0, "group_sample_rate": 1.5},
+    {"target_epsilon": 1.0, "accountant": "gdp"}, {}, {"target_epsilon": 1.0, "level": "cluster"},
+])
+def test_bad_dp_settings(kwargs):
+    with pytest.raises(UserInputError):
+        DPConfig(**kwargs)
+
+
+def test_sample_rate_above_one_and_delta_above_one_over_n():
+    with pytest.raises(UserInputError, match="sample rate"):
+        PrivateTraining(DPConfig(noise_multiplier=1.0), module=nn.Linear(2, 2), dataset_size=10, batch_size=20,
+                        max_epochs=1)
+    with pytest.warns(PrivacyWarning):
+        PrivateTraining(DPConfig(noise_multiplier=1.0, delta=0.01), module=nn.Linear(2, 2), dataset_size=200,
+                        batch_size=20, max_epochs=1)
+
+
+def test_target_epsilon_without_planned_epochs_and_too_little_noise_are_refused():
+    with pytest.raises(UserInputError, match="max_epochs"):
+        PrivateTraining(DPConfig(target_epsilon=1.0), module=nn.Linear(2, 2), dataset_size=100, batch_size=10,
+                        max_epochs=None)
+    with pytest.raises(UserInputError, match="single epoch"):
+        PrivateTraining(DPConfig(target_epsilon=0.1, noise_multiplier=0.3), module=nn.Linear(2, 2),
+                        dataset_size=100, batch_size=10, max_epochs=5)
+
+
+class ManualERM(ERM):
+    """A manual-optimization defense: it hands its per-sample objective to ``manual_backward``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        opt.zero_grad()
+        with self.private.recording():
+            per_sample = self.objective(self(x), y)
+        self.manual_backward(per_sample)
+        opt.step()
+
+
+def test_manual_optimization_steps_through_the_same_dp_backward():
+    seed_everything(0)
+    model = ManualERM(num_classes=10, input_shape=(1, 8, 8), dp=DPConfig(noise_multiplier=1.0))
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = fit(model, digits(), epochs=1)
+    assert float(trainer.callback_metrics["dp/steps"]) == 10
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
