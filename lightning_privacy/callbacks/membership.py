@@ -185,7 +185,8 @@ class MembershipAudit(Callback):
         c, dm = self.config, trainer.datamodule
         start = time.perf_counter()
         self.bank_metrics = {}
-        members_index, nonmembers_index = self._capped(dm.role_indices("members")), self._capped(dm.role_indices("nonmembers"))
+        trained = dm.training_indices() if hasattr(dm, "training_indices") else dm.role_indices("members")
+        members_index, nonmembers_index = self._capped(trained), self._capped(dm.role_indices("nonmembers"))
         audit_index = torch.cat([members_index, nonmembers_index])
         target = self._signals(pl_module, dm, audit_index, grads="grad_norms" in self.needs)
         is_member = torch.cat([torch.ones(members_index.numel()), torch.zeros(nonmembers_index.numel())]).bool()

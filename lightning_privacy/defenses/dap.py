@@ -77,6 +77,8 @@ class DAP(ClassifierDefense):
     discriminator on the batch's misclassified samples updates the last layer only (Eq. 2; beta: Eq. 3).
 
     DAPt trains the K shadows on the non-member (test) role, DAPv on the validation role (Sec. 4).
+    ``reuse_features`` (default) feeds step (2) the penultimate features of step (1)'s forward, one step stale,
+    with the updated last layer; ``false`` recomputes them after the update (one more forward per batch).
     """
 
     dp_refusal = ("its adversarial step feeds the members' misclassified predictions through the discriminator "
@@ -93,6 +95,7 @@ class DAP(ClassifierDefense):
         disc_lr: float = 1e-3,
         seed: int = 0,
         shadow_cache_dir: Optional[str] = None,
+        reuse_features: bool = True,
         **kwargs: Any,
     ) -> None:
         if shadow_role not in ("nonmembers", "validation"):
@@ -160,11 +163,10 @@ class DAP(ClassifierDefense):
         member_logits = self.discriminator.score(logits[wrong], y[wrong])
         return F.binary_cross_entropy_with_logits(member_logits, torch.zeros_like(member_logits))
 
-    def adversarial_step(self, x: Tensor, y: Tensor, optimizer: Any) -> Optional[Tensor]:
-        """Recompute the forward, then beta * adversarial loss updates the last fully connected layer only."""
-        with torch.no_grad():
-            penultimate = self.net.dense(self.net.features(x))
-        adv = self.adversarial_loss(self.last_layer(penultimate), y)
+    def adversarial_step(self, penultimate: Tensor, y: Tensor, optimizer: Any) -> Optional[Tensor]:
+        """beta * adversarial loss on the current last layer's predictions from these (detached) penultimate
+        features updates the last fully connected layer only."""
+        adv = self.adversarial_loss(self.last_layer(penultimate.detach()), y)
         if adv is not None:
             optimizer.zero_grad()
             self.manual_backward(self.beta * adv)
@@ -175,13 +177,18 @@ class DAP(ClassifierDefense):
         x, y = batch
         classifier_opt, last_layer_opt = self.optimizers()
         # (1) categorical cross-entropy updates all the classifier's weights
-        logits = self(x)
+        penultimate = self.net.dense(self.net.features(x))
+        logits = self.last_layer(penultimate)
         ce = self.loss(logits, y)
         classifier_opt.zero_grad()
         self.manual_backward(ce)
         classifier_opt.step()
-        # (2) misclassified samples through the frozen D: beta * adversarial loss updates the last layer
-        adv = self.adversarial_step(x, y, last_layer_opt)
+        # (2) misclassified samples through the frozen D: beta * adversarial loss updates the last layer.
+        # reuse_features: the features of (1)'s forward, one step stale; else a second forward after the update.
+        if not self.hparams.reuse_features:
+            with torch.no_grad():
+                penultimate = self.net.dense(self.net.features(x))
+        adv = self.adversarial_step(penultimate, y, last_layer_opt)
         self.train_acc(logits, y)
         self.log("train/loss", ce, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)

@@ -19,15 +19,20 @@ then each layer's clipped sum ``sum_i c_i g_i``:
 
 - Linear (any number of extra sequence dims) and Conv1d/Conv2d (stride, padding incl. strings and padding
   modes, dilation, groups) are handled natively. With ``T`` the number of positions a weight is applied at
-  (sequence length / output pixels), ``p`` the output and ``d`` the input width of one group, the ghost norm
-  costs ``T^2 (p + d)`` multiply-adds per sample and materializing ``g_i`` costs ``T p d``; ``"mixed"`` takes
-  the ghost norm when ``T (p + d) < p d`` (Linear without sequence dims always, late small-map convs), else
-  materializes. A ghost layer's clipped sum is one matmul ``(c * B)^T A`` (convs: the convolution weight
-  gradient of ``c * B``, the same kernel a plain backward runs); a materialized layer's is ``c^T G``.
+  (sequence length / output pixels), ``p`` the output and ``d`` the input width of one group: both routes pay
+  the ``T p d`` multiply-adds per sample of the clipped sum; the ghost norm adds ``T^2 (p + d)`` multiply-adds,
+  materializing adds memory-bound passes over the ``p d`` per-sample gradient. ``"mixed"`` takes the ghost norm
+  when ``T^2 (p + d) < 16 p d`` (calibrated on CPU; Linear without sequence dims always, convolutions on small
+  maps with many channels), else materializes. A ghost layer's clipped sum is one matmul ``(c * B)^T A``
+  (convs: the convolution weight gradient of ``c * B``, the kernel a plain backward runs); a materialized
+  layer's is ``c^T G``.
 - Every other trainable layer type that Opacus supports (GroupNorm, LayerNorm, InstanceNorm, RMSNorm,
   Embedding, Conv3d, ...) is materialized with Opacus' own registered grad sampler.
 
-Materialization runs in chunks of samples so that per-sample gradients stay small and cache-resident.
+Materialization runs in chunks of samples so that per-sample gradients stay small and cache-resident (memory
+is bounded whatever the batch size); the clip factors of a chunk are known once all its layers are done, so
+every per-sample gradient is computed once and folded into the sum while still in cache. Scratch buffers are
+reused across steps. ``clipper.plan`` tells how the last step handled each layer.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ _NATIVE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 # kept under this many elements: on CPU small enough to stay in cache, on GPU large enough to fill the device.
 _CHUNK_ELEMS = {"cpu": 1 << 21}
 _CHUNK_ELEMS_DEFAULT = 1 << 26
+# Devices whose scratch buffers are kept across steps (see _Workspace).
+_REUSE_DEVICES = {"cpu"}
 
 
 @dataclass
@@ -178,6 +185,9 @@ class PerSampleClipper:
         self._layers = self._find_layers(module)
         self._by_name = {layer.name: layer for layer in self._layers}
         self._records: dict[str, _Record] = {}
+        self.plan: dict[str, str] = {}
+        """How the last :meth:`clip_and_sum` handled each recorded layer: ``"ghost"``, ``"materialize"`` (native
+        per-sample gradients) or ``"opacus"`` (Opacus' grad sampler); unused layers are absent."""
         self._active = False
         self._handles: list = []
         self._ws = _Workspace()
@@ -214,8 +224,9 @@ class PerSampleClipper:
                     f"{[pname for pname, _ in trainable]} directly and also has submodules: per-sample gradients "
                     "are only defined for leaf layers. Move the parameter into a leaf layer of a supported type "
                     "(nn.Linear, nn.Conv*d, norm layers, ...) or freeze it (requires_grad_(False))")
-            if type(mod) in _NATIVE:
-                kind = "linear" if type(mod) is nn.Linear else "conv"
+            native = next((t for t in _NATIVE if isinstance(mod, t) and type(mod).forward is t.forward), None)
+            if native is not None:  # (subclasses that keep the forward, e.g. NonDynamicallyQuantizableLinear)
+                kind = "linear" if native is nn.Linear else "conv"
             else:
                 if samplers is None:
                     samplers = _opacus_grad_samplers()
@@ -291,9 +302,9 @@ class PerSampleClipper:
             raise UserInputError(f"per_sample_loss must have shape (n,); got {tuple(per_sample_loss.shape)}")
         n = per_sample_loss.shape[0]
         records, self._records = self._records, {}
-        grads: list[Tensor | None] = [None] * len(self.params)
         device = per_sample_loss.device
         if n == 0:
+            self.plan = {}
             empty = per_sample_loss.new_zeros(0).detach()
             return ClippedSum([torch.zeros_like(p) for p in self.params], empty, empty.clone())
         if not records:
@@ -318,6 +329,12 @@ class PerSampleClipper:
         out_grads = torch.autograd.grad(per_sample_loss.sum(), [rec.edge for _, rec in recorded],
                                         allow_unused=True)
         del records
+        with torch.no_grad():
+            return self._clip(n, recorded, out_grads, device)
+
+    def _clip(self, n: int, recorded: list[tuple[_Layer, _Record]], out_grads: Sequence[Tensor | None],
+              device: torch.device) -> ClippedSum:
+        grads: list[Tensor | None] = [None] * len(self.params)
         chunk_elems = _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS_DEFAULT)
         works: list[_Work] = []
         for (layer, rec), b in zip(recorded, out_grads):
@@ -329,8 +346,8 @@ class PerSampleClipper:
                     f"layer '{layer.name}': its output has {b.shape[0]} rows but per_sample_loss has {n}; the "
                     "batch dimension must come first in every layer")
             works.append(_make_work(layer, rec.inputs, b, self.strategy, self._ws, chunk_elems))
-        del recorded, out_grads
 
+        self.plan = {w.layer.name: w.route for w in works}
         sq = torch.zeros(n, device=device, dtype=torch.float64 if any(
             w.dtype == torch.float64 for w in works) else torch.float32)
         for w in works:
@@ -339,6 +356,7 @@ class PerSampleClipper:
         if chunked:
             per_sample = max(1, sum(w.elems_per_sample for w in chunked))
             m = max(1, min(n, chunk_elems // per_sample))
+            m = -(-n // -(-n // m))  # balanced chunks
             factors = torch.empty_like(sq)
             for s in range(0, n, m):
                 e = min(n, s + m)
@@ -353,9 +371,8 @@ class PerSampleClipper:
             factors = self._factors(sq)
         for w in works:
             w.finish(factors, grads)
-        norms = sq.sqrt()
         out = [g.to(p.dtype) if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)]
-        return ClippedSum(out, norms.to(per_sample_loss.dtype), factors.to(per_sample_loss.dtype))
+        return ClippedSum(out, sq.sqrt(), factors)
 
     def _factors(self, sq: Tensor) -> Tensor:
         return (self.max_grad_norm / sq.sqrt()).clamp_(max=1.0)
@@ -365,22 +382,27 @@ class PerSampleClipper:
 
 
 class _Workspace:
-    """Scratch buffers kept across steps, keyed by (layer, role). Large per-step temporaries (unfolded inputs,
-    per-sample gradients, Gram matrices, padded inputs) would otherwise come from fresh pages each step on CPU,
-    and page faults cost as much as the arithmetic on them. Nothing handed back to callers lives in here."""
+    """Scratch buffers kept across steps, keyed by (layer, role). On CPU, large per-step temporaries (unfolded
+    inputs, per-sample gradients, Gram matrices, padded inputs) would otherwise come from fresh pages each step,
+    and the page faults cost as much as the arithmetic on them (CUDA's caching allocator already avoids that:
+    there buffers are allocated per call). Nothing handed back to callers lives in here."""
 
     def __init__(self) -> None:
         self._bufs: dict[tuple[str, str], Tensor] = {}
 
     def get(self, key: tuple[str, str], shape: Sequence[int], like: Tensor) -> Tensor:
+        if like.device.type not in _REUSE_DEVICES:
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
         numel = math.prod(shape)
         buf = self._bufs.get(key)
-        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype:
             buf = self._bufs[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
         return buf[:numel].view(shape)
 
     def padded(self, key: tuple[str, str], shape: Sequence[int], like: Tensor) -> Tensor:
         """A ``shape`` buffer whose elements outside what callers write stay zero (padding borders)."""
+        if like.device.type not in _REUSE_DEVICES:
+            return torch.zeros(shape, dtype=like.dtype, device=like.device)
         buf = self._bufs.get(key)
         if (buf is None or buf.shape[1:] != tuple(shape[1:]) or buf.shape[0] < shape[0]
                 or buf.dtype != like.dtype or buf.device != like.device):
@@ -395,7 +417,8 @@ class _Work:
     """One recorded layer's share of a step: squared norms, then the clipped sum."""
 
     chunked = False  # per-sample work done in chunks of samples, interleaved with computing the clip factors
-    elems_per_sample = 0
+    elems_per_sample = 0  # elements of per-sample intermediates per sample in a chunk
+    ghost = False  # ghost norm (else materialized per-sample gradients)
 
     def __init__(self, layer: _Layer, dtype: torch.dtype, ws: _Workspace, chunk_elems: int) -> None:
         self.layer = layer
@@ -426,6 +449,10 @@ class _Work:
         """Write the layer's clipped sums into ``grads`` (indexed like ``clipper.params``)."""
         raise NotImplementedError
 
+    @property
+    def route(self) -> str:
+        return "opacus" if isinstance(self, _OpacusWork) else "ghost" if self.ghost else "materialize"
+
     def buf(self, role: str, shape: Sequence[int], like: Tensor) -> Tensor:
         return self.ws.get((self.layer.name, role), shape, like)
 
@@ -435,15 +462,23 @@ def _sq_rows(g: Tensor) -> Tensor:
     return torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square()
 
 
-def _choose_ghost(strategy: Strategy, t: int, p: int, d: int) -> bool:
-    """Ghost norm for a weight applied at ``t`` positions, ``p`` outputs, ``d`` inputs (per group)?
+# Ghost norm vs materializing, per layer ("mixed"). Both need the T p d multiply-adds of sum_i c_i g_i (ghost: one
+# matmul / conv weight gradient; materialized: the per-sample gradients themselves); on top, the ghost norm costs
+# T^2 (p + d) multiply-adds per sample, materializing ~3 memory-bound passes over p d elements (write, norm,
+# weighted sum). Calibrated on CPU (PyTorch 2.13, oneDNN/MKL): a pass over an element ~ 5 multiply-adds, the
+# break-even at T^2 (p + d) ~ 16 p d.
+_GHOST_KAPPA = 16
 
-    ``"mixed"``: when the ghost norm's ``t^2 (p + d)`` multiply-adds per sample undercut materializing the
-    per-sample gradient, ``t p d``; i.e. ``t (p + d) < p d``.
+
+def _choose_ghost(strategy: Strategy, t: int, p: int, d: int) -> bool:
+    """Ghost norm for a weight applied at ``t`` positions with ``p`` outputs and ``d`` inputs (per group)?
+
+    ``"mixed"``: when ``t^2 (p + d) < 16 p d`` (see ``_GHOST_KAPPA``): always for Linear layers without
+    sequence dims, for convolutions on small feature maps with many channels.
     """
     if strategy != "mixed":
         return strategy == "ghost"
-    return t * (p + d) < p * d
+    return t * t * (p + d) < _GHOST_KAPPA * p * d
 
 
 class _LinearWork(_Work):
