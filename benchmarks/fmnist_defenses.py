@@ -13,35 +13,15 @@ the best attack's AUC, AOP(2), the median epoch time, each defense's epoch-time 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
-import mlflow
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from lightning_privacy.cli import main  # noqa: E402
-from lightning_privacy.tracking.mlflow import default_tracking_uri  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import REPO, epoch_times, fit_run, median_epoch_s  # noqa: E402
 
 # DAP paper, Tables 1-3, FMNIST (accuracy, best TF Privacy attack AUC, AOP(2))
 PAPER = {"erm": (0.932, 0.552, 0.765), "reg": (0.926, 0.562, 0.733), "dap_t": (0.866, 0.507, 0.842),
          "dap_v": (0.871, 0.506, 0.850)}
-
-
-def run(defense: str, extra: list[str]) -> tuple[mlflow.entities.Run, float]:
-    name = f"bench-fmnist-{defense}"
-    start = time.perf_counter()
-    main(["fit", "--config", str(REPO / "conf" / "experiments" / "fmnist_baseline.yaml"),
-          "--config", str(REPO / "conf" / "defense" / f"{defense}.yaml"),
-          "--tracking.experiment", "benchmarks", "--tracking.run_name", name, *extra])
-    wall = time.perf_counter() - start
-    client = mlflow.MlflowClient(default_tracking_uri())
-    exp = client.get_experiment_by_name("benchmarks")
-    latest = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{name}'",
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return latest, wall
 
 
 def main_() -> None:
@@ -56,12 +36,12 @@ def main_() -> None:
     if not args.full:
         extra += ["--trainer.max_epochs", str(args.epochs), "--trainer.limit_train_batches",
                   str(args.limit_train_batches)]
-    client = mlflow.MlflowClient(default_tracking_uri())
     rows = {}
     for defense in args.defenses:
-        r, wall = run(defense, extra)
-        epochs = [m.value for m in client.get_metric_history(r.info.run_id, "time/epoch_s")]
-        rows[defense] = (r.data.metrics, statistics.median(epochs), len(epochs), wall, r.info.run_id)
+        r, wall = fit_run(f"bench-fmnist-{defense}", [
+            "--config", str(REPO / "conf" / "experiments" / "fmnist_baseline.yaml"),
+            "--config", str(REPO / "conf" / "defense" / f"{defense}.yaml"), *extra])
+        rows[defense] = (r.data.metrics, median_epoch_s(r), len(epoch_times(r)), wall, r.info.run_id)
     first = args.defenses[0]
     print(f"\n{'defense':12} {'epochs':>6} {'acc':>6} {'best AUC':>8} {'AOP(2)':>7} {'median epoch s':>14} "
           f"{'x ' + first:>8} {'fit wall s':>10}   paper (acc, AUC, AOP)")

@@ -16,32 +16,15 @@ epoch time and its ratio to the ERM epoch measured in this same run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
-import mlflow
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from lightning_privacy.cli import main  # noqa: E402
-from lightning_privacy.tracking.mlflow import default_tracking_uri  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import REPO, epoch_times, fit_run, median_epoch_s  # noqa: E402
 
 # DAP paper, Tables 1-3, FMNIST: accuracy and best attack AUC per ε (AOP(2) follows from them)
 PAPER = {0.5: (0.605, 0.502), 1.0: (0.701, 0.502), 2.0: (0.736, 0.504), 4.0: (0.774, 0.505), None: (0.932, 0.552)}
-
-
-def run(name: str, extra: list[str]) -> tuple[mlflow.entities.Run, float]:
-    start = time.perf_counter()
-    main(["fit", "--config", str(REPO / "conf" / "experiments" / "fmnist_baseline.yaml"), *extra,
-          "--tracking.experiment", "benchmarks", "--tracking.run_name", name])
-    wall = time.perf_counter() - start
-    client = mlflow.MlflowClient(default_tracking_uri())
-    exp = client.get_experiment_by_name("benchmarks")
-    latest = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{name}'",
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return latest, wall
+BASELINE = str(REPO / "conf" / "experiments" / "fmnist_baseline.yaml")
 
 
 def main_() -> None:
@@ -57,29 +40,23 @@ def main_() -> None:
     audit = ["--config", str(REPO / "conf" / "audit" / "epsilon_audit.yaml"),
              "--audit.epsilon.canaries", str(args.canaries)]
     common = ["--data.root", args.data_root, "--trainer.max_epochs", str(500 if args.full else args.epochs)]
-    client = mlflow.MlflowClient(default_tracking_uri())
     rows: dict = {}
-    budget: list[str] = []  # whole epochs: the noise is solved for them (a batch limit would leave ε short)
+    # whole epochs, no batch limit: the noise is solved for them (a limit would leave ε short of the target)
     if not args.skip_erm:
-        r, wall = run("bench-fmnist-dp-erm", [*budget, *audit, *common, "--config", str(REPO / "conf/defense/erm.yaml")])
-        rows[None] = (r, wall)
+        rows[None] = fit_run("bench-fmnist-dp-erm", ["--config", BASELINE, *audit, *common,
+                                                     "--config", str(REPO / "conf/defense/erm.yaml")])
     for eps in args.epsilons:
         dp = ["--config", str(REPO / "conf" / "defense" / "dpsgd.yaml"), "--model.init_args.dp.target_epsilon", str(eps)]
         if args.full:
             dp += ["--model.init_args.dp.noise_multiplier", str(args.noise)]
-        r, wall = run(f"bench-fmnist-dp-eps{eps:g}", [*budget, *audit, *common, *dp])
-        rows[eps] = (r, wall)
+        rows[eps] = fit_run(f"bench-fmnist-dp-eps{eps:g}", ["--config", BASELINE, *audit, *common, *dp])
 
-    def epoch_s(r) -> float:
-        return statistics.median(m.value for m in client.get_metric_history(r.info.run_id, "time/epoch_s"))
-
-    base = epoch_s(rows[None][0]) if None in rows else float("nan")
+    base = median_epoch_s(rows[None][0]) if None in rows else float("nan")
     print(f"\n{'model':10} {'epochs':>6} {'acc':>6} {'bb AUC':>7} {'AOP(2)':>7} {'eps':>6} {'eps_lb':>7} "
           f"{'epoch s':>8} {'x ERM':>6}   paper (acc, AUC)")
     for eps, (r, wall) in rows.items():
         m = r.data.metrics
-        n = len(client.get_metric_history(r.info.run_id, "time/epoch_s"))
-        e = epoch_s(r)
+        n, e = len(epoch_times(r)), median_epoch_s(r)
         print(f"{'ERM' if eps is None else f'eps={eps:g}':10} {n:6d} {m['test/acc']:6.3f} "
               f"{m.get('mia/best_blackbox/auc', float('nan')):7.3f} {m.get('privacy/aop_lambda_2_blackbox', float('nan')):7.3f} "
               f"{m.get('dp/epsilon', float('nan')):6.2f} {m.get('dp/epsilon_lb', float('nan')):7.2f} {e:8.1f} "

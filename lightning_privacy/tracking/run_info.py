@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -48,6 +49,23 @@ class RunRecorder(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._record(trainer)
+
+    @rank_zero_only
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Class-/subclass-DP's groups exist once the training loader is built: the run keeps them."""
+        private = getattr(pl_module, "private", None)
+        groups = getattr(private, "groups", None)
+        if groups is None or self.resumed:
+            return
+        arrays = {"group": groups.numpy()}
+        if hasattr(trainer.datamodule, "training_indices"):
+            arrays["index"] = trainer.datamodule.training_indices().numpy()  # the pool index of each record
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "dp_groups.npz"
+                    np.savez(path, **arrays)
+                    logger.experiment.log_artifact(logger.run_id, str(path))
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._record(trainer)

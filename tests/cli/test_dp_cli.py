@@ -45,6 +45,7 @@ def test_quickstart_with_dp_and_the_epsilon_audit_logs_epsilon_every_epoch(in_tm
     assert any(k.endswith("target_epsilon") and float(v) == target for k, v in run.data.params.items())
     if level != "record":
         assert {f"dp/{level}_epsilon", f"dp/{level}_epsilon_thm1", f"dp/{level}_thm1_valid"} <= set(m)
+        assert "dp_groups.npz" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_the_dp_block_stacks_on_another_defense(in_tmp):
