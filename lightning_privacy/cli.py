@@ -194,7 +194,8 @@ class PrivacyCLI(LightningCLI):
 
     @rank_zero_only
     def _print_summary(self) -> None:
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("test/", "dp/"))}
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+        metrics.update(getattr(self.model, "dp_summary", {}))
         for cb in self.trainer.callbacks:
             if isinstance(cb, MembershipAudit):
                 metrics.update(cb.metrics)

@@ -61,6 +61,7 @@ class ClassifierDefense(LightningModule):
                 raise UserInputError(f"dp.module {dp.module!r} is not a module of {type(self).__name__}")
             setattr(self, dp.module, prepare_for_dp(getattr(self, dp.module), replacement=dp.norm_replacement))
         self.__dict__["private"] = None  # PrivateTraining of the running fit; not a submodule
+        self.dp_summary: dict[str, float] = {}
         self._dp_pending: Any = None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,7 +165,8 @@ class ClassifierDefense(LightningModule):
     def on_train_epoch_end(self) -> None:
         if self.private is None:
             return
-        for name, value in self.private.metrics().items():
+        self.dp_summary = self.private.metrics()  # the last epoch's account, kept after fit for reports
+        for name, value in self.dp_summary.items():
             self.log(name, value, on_epoch=True, rank_zero_only=True)
         if self.private.should_stop(self.current_epoch + 1):
             self.trainer.should_stop = True

@@ -29,7 +29,7 @@ def only_run(root: Path):
                                                     ("subclass_dp", "subclass", 8.0)])
 def test_quickstart_with_dp_and_the_epsilon_audit_logs_epsilon_every_epoch(in_tmp, defense, level, target):
     epochs = 3
-    cli(["fit", "--config", QUICKSTART, "--config", str(CONF / "defense" / f"{defense}.yaml"),
+    c = cli(["fit", "--config", QUICKSTART, "--config", str(CONF / "defense" / f"{defense}.yaml"),
          "--config", str(CONF / "audit" / "epsilon_audit.yaml"), "--trainer.max_epochs", str(epochs),
          "--trainer.accelerator", "cpu"])
     client, run = only_run(in_tmp)
@@ -37,6 +37,7 @@ def test_quickstart_with_dp_and_the_epsilon_audit_logs_epsilon_every_epoch(in_tm
     assert len(history) == epochs
     values = [h.value for h in sorted(history, key=lambda h: h.step)]
     assert values == sorted(values) and values[-1] <= target
+    assert c.model.dp_summary["dp/epsilon"] == pytest.approx(values[-1], rel=1e-6)  # what the summary table shows
     assert values[-1] >= 0.9 * target  # the noise was solved for these epochs
     m = run.data.metrics
     assert {"dp/epsilon_lb", "dp/audit_canaries", "dp/audit_guesses", "dp/audit_correct", "test/acc",
