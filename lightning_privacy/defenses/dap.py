@@ -14,6 +14,7 @@ from torch import Tensor
 from lightning_privacy.defenses.bank import MIN_HALF, BankModel, ModelBank
 from lightning_privacy.defenses.base import ClassifierDefense
 from lightning_privacy.errors import UserInputError
+from lightning_privacy.models.binary import fit_binary
 from lightning_privacy.models.discriminator import Discriminator, discriminator_features
 from lightning_privacy.models.predict import predict_logits
 
@@ -56,18 +57,7 @@ def train_discriminator(disc: Discriminator, data: DiscriminatorData, *, epochs:
     """Fit D with class-balanced BCE (Adam, mini-batches); returns its training accuracy at threshold 0.5."""
     device = next(disc.parameters()).device
     x, t = data.features.to(device), data.member.to(device)
-    n_in = float(t.sum())
-    pos_weight = torch.tensor((len(data) - n_in) / n_in if n_in else 1.0, device=device)
-    generator = torch.Generator().manual_seed(seed)
-    disc.requires_grad_(True).train()
-    optimizer = torch.optim.Adam(disc.parameters(), lr=lr)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(data), generator=generator).to(device).split(batch_size):
-            loss = F.binary_cross_entropy_with_logits(disc(x[batch]), t[batch], pos_weight=pos_weight)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    disc.requires_grad_(False).eval()
+    fit_binary(disc, x, t, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     with torch.no_grad():
         return float(((disc(x) > 0).float() == t).float().mean())
 

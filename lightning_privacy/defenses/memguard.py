@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from lightning_privacy.defenses.bank import SubsetDataModule
 from lightning_privacy.defenses.base import ClassifierDefense
 from lightning_privacy.errors import UserInputError
+from lightning_privacy.models.binary import fit_binary
 from lightning_privacy.models.predict import predict_logits
 
 HoldoutRole = Literal["validation", "reference"]
@@ -260,18 +261,9 @@ class MemGuard(ClassifierDefense):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(hp.seed)
             model = MembershipSurrogate(hp.num_classes, list(hp.surrogate_hidden))
-        pos_weight = torch.tensor(len(nonmember_probs) / len(member_probs))
-        optimizer = torch.optim.Adam(model.parameters(), lr=hp.surrogate_lr)
-        generator = torch.Generator().manual_seed(hp.seed + 1)
         with torch.inference_mode(False), torch.enable_grad(), small_work(x.device, hp.surrogate_batch_size):
-            model.train()
-            for _ in range(hp.surrogate_epochs):
-                for batch in torch.randperm(len(x), generator=generator).split(hp.surrogate_batch_size):
-                    loss = F.binary_cross_entropy_with_logits(model(x[batch]), t[batch], pos_weight=pos_weight)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-        model.requires_grad_(False).eval()
+            fit_binary(model, x, t, epochs=hp.surrogate_epochs, lr=hp.surrogate_lr,
+                       batch_size=hp.surrogate_batch_size, seed=hp.seed + 1)
         with torch.no_grad():
             hit = ((model(x) > 0).float() == t).float()
             acc = 0.5 * float(hit[t == 1].mean() + hit[t == 0].mean())
