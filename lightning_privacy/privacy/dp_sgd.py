@@ -22,7 +22,6 @@ from lightning_privacy.errors import UserInputError
 from lightning_privacy.privacy.accounting import (
     PrivacyLedger,
     epochs_within,
-    group_epsilon,
     noise_for_target,
     theorem1_epsilon,
     validate_budget,
@@ -136,8 +135,7 @@ class PrivateTraining:
             out["dp/clipped_fraction"] = self.last_clip_fraction
         if self.group_level:
             level = c.level
-            out[f"dp/{level}_epsilon"] = group_epsilon(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
-                                                       steps=self.steps, delta=c.delta, accountant=c.accountant)
+            out[f"dp/{level}_epsilon"] = out["dp/epsilon"]  # the ledger accounts groups at σ/2 (sensitivity 2S)
             if self.steps:
                 bound, valid = theorem1_epsilon(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
                                                 steps=self.steps, delta=c.delta)
