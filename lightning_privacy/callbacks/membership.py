@@ -22,10 +22,12 @@ from lightning_privacy.callbacks.signals import collect_signals
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.metrics.aop import aop
 from lightning_privacy.metrics.plots import loss_histogram, roc_loglog, summary_table
-from lightning_privacy.metrics.roc import bootstrap_ci, roc_metrics
+from lightning_privacy.metrics.roc import bootstrap_ci, roc_curve, roc_metrics
 from lightning_privacy.models.predict import predict_logits
 
-FPRS = (0.001, 0.01)
+FPRS = (0.0, 0.001, 0.01)
+"""TPR is reported at these FPRs for every audit; at ``LOW_FPR`` too when there are ``1 / LOW_FPR`` non-members."""
+LOW_FPR = 1e-4
 
 
 @dataclass
@@ -53,10 +55,26 @@ class MembershipAuditConfig:
     cache_dir: Optional[str] = "outputs/bank"
 
 
+def roc_table(scores: dict[str, Tensor], is_member: Tensor, path: Path) -> Path:
+    """Every attack's ROC points (columns ``attack``, ``fpr``, ``tpr``, ``threshold``) as a parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows: dict[str, list] = {"attack": [], "fpr": [], "tpr": [], "threshold": []}
+    for name, s in scores.items():
+        fpr, tpr, thresholds = roc_curve(s, is_member)
+        rows["attack"] += [name] * fpr.numel()
+        rows["fpr"] += fpr.tolist()
+        rows["tpr"] += tpr.tolist()
+        rows["threshold"] += thresholds.tolist()
+    pq.write_table(pa.table(rows), path)
+    return path
+
+
 class MembershipAudit(Callback):
     """Runs after each test run (``fit`` tests, then audits): members vs non-members (the test set).
 
-    Logs ``mia/<attack>/{auc,acc,tpr_at_fpr_0.001,tpr_at_fpr_0.01,advantage,auc_ci95_*,…}``, ``mia/best/*``,
+    Logs ``mia/<attack>/{auc,acc,tpr_at_fpr_{0,0.001,0.01}[_realized_fpr],advantage,auc_ci95_*,…}``, ``mia/best/*``,
     ``mia/best_blackbox/auc``, ``privacy/aop_lambda_<λ>`` (+ ``_blackbox``), counts and times; tags
     ``mia.best_attack``, ``mia.best_blackbox_attack``, ``mia.threshold_protocol``; ROC, histogram and table artifacts.
     """
@@ -83,6 +101,7 @@ class MembershipAudit(Callback):
                                      f"audit.membership.{setting}={count}")
         self.results: dict[str, dict[str, float]] = {}
         self.metrics: dict[str, float] = {}
+        self.tags: dict[str, str] = {}
         self.scores: dict[str, Tensor] = {}
         self.bank_metrics: dict[str, float] = {}
         self.models_trained = 0
@@ -190,9 +209,16 @@ class MembershipAudit(Callback):
         audit_index = torch.cat([members_index, nonmembers_index])
         target = self._signals(pl_module, dm, audit_index, grads="grad_norms" in self.needs)
         is_member = torch.cat([torch.ones(members_index.numel()), torch.zeros(nonmembers_index.numel())]).bool()
-        if nonmembers_index.numel() < 1 / min(FPRS):
-            warnings.warn(f"only {nonmembers_index.numel()} non-members: TPR at {min(FPRS):g} FPR needs about "
-                          f"{int(1 / min(FPRS))} to be meaningful", stacklevel=1)
+        n_out = nonmembers_index.numel()
+        fprs, self.tags = FPRS, {}
+        if n_out >= round(1 / LOW_FPR):
+            fprs = tuple(sorted(FPRS + (LOW_FPR,)))
+        else:
+            self.tags[f"mia.tpr_at_fpr_{LOW_FPR:g}"] = (f"skipped: {n_out} non-members audited; TPR at {LOW_FPR:g} "
+                                                         f"FPR needs at least {round(1 / LOW_FPR)}")
+        if n_out < 1 / 0.001:
+            warnings.warn(f"only {n_out} non-members: TPR at 0.001 FPR needs about 1000 to be meaningful",
+                          stacklevel=1)
         data = (self.attack_data(trainer, pl_module, audit_index, epochs=epochs) if c.num_shadows or c.num_references
                 else AttackData())
         self.results, self.scores, protocols = {}, {}, {}
@@ -202,7 +228,7 @@ class MembershipAudit(Callback):
                 attack: MembershipAttack = ATTACKS[name](**c.attack_options.get(name, {}))
                 attack.fit(data)
                 scores = attack.score(target).double()
-                result = roc_metrics(scores, is_member, fprs=FPRS, seed=c.seed, threshold=attack.threshold)
+                result = roc_metrics(scores, is_member, fprs=fprs, seed=c.seed, threshold=attack.threshold)
                 protocols[name] = "held_out_half" if attack.threshold is None else "shadow"
                 if c.bootstrap:
                     result.update(bootstrap_ci(scores, is_member, n=c.bootstrap, seed=c.seed))
@@ -218,7 +244,7 @@ class MembershipAudit(Callback):
         metrics = {f"mia/{a}/{k}": v for a, r in self.results.items() for k, v in r.items()}
         metrics.update({f"mia/best/{k}": v for k, v in self.results[best].items()})
         metrics.update({"mia/n_members": float(is_member.sum()), "mia/n_nonmembers": float((~is_member).sum())})
-        tags = {"mia.best_attack": best, "mia.threshold_protocol": ",".join(f"{a}:{p}" for a, p in protocols.items())}
+        tags = {**self.tags, "mia.best_attack": best, "mia.threshold_protocol": ",".join(f"{a}:{p}" for a, p in protocols.items())}
         best_bb = max(blackbox, key=lambda a: self.results[a]["auc"]) if blackbox else None
         if best_bb is not None:
             metrics["mia/best_blackbox/auc"] = self.results[best_bb]["auc"]
@@ -234,6 +260,7 @@ class MembershipAudit(Callback):
         metrics["time/audit_s"] = time.perf_counter() - start
         self.metrics = metrics
         log_metrics(trainer, metrics)
+        self.tags = tags
         log_tags(trainer, tags)
         if c.artifacts:
             with tempfile.TemporaryDirectory() as tmp:
@@ -243,5 +270,6 @@ class MembershipAudit(Callback):
                                    "tpr_at_fpr_0.01", "advantage"]))
                 files = [out / "mia_summary.md",
                          roc_loglog({a: (s, is_member) for a, s in self.scores.items()}, out / "mia_roc_loglog.png"),
-                         loss_histogram(target.losses[is_member], target.losses[~is_member], out / "loss_histogram.png")]
+                         loss_histogram(target.losses[is_member], target.losses[~is_member], out / "loss_histogram.png"),
+                         roc_table(self.scores, is_member, out / "roc_curves.parquet")]
                 log_artifacts(trainer, files, "audit")

@@ -48,3 +48,32 @@ def test_sample_cap_is_applied():
 def test_bad_config(config, match):
     with pytest.raises(UserInputError, match=match):
         MembershipAudit(config)
+
+
+def _audit_only(tmp_path, **config):
+    """The audit of untrained weights (no fit): what it logs, not how well it attacks."""
+    seed_everything(0)
+    dm = Digits(test_fraction=0.5, members=60)
+    model = ERM(num_classes=10, input_shape=dm.input_shape)
+    audit = MembershipAudit(MembershipAuditConfig(**{"attacks": ["loss", "confidence"], "bootstrap": 0, **config}))
+    trainer = Trainer(max_epochs=1, callbacks=[audit], logger=CSVLogger(tmp_path), enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=dm, verbose=False)
+    return dm, audit, tmp_path / "lightning_logs" / "version_0" / "audit"
+
+
+def test_tpr_at_zero_fpr_low_fpr_skipped_with_reason_and_roc_data(tmp_path):
+    import pyarrow.parquet as pq
+
+    dm, audit, artifacts = _audit_only(tmp_path)
+    n_out = len(dm.splits.indices["nonmembers"])
+    for attack in ("loss", "confidence"):
+        assert f"mia/{attack}/tpr_at_fpr_0" in audit.metrics
+        assert f"mia/{attack}/tpr_at_fpr_0.001_realized_fpr" in audit.metrics
+        assert f"mia/{attack}/tpr_at_fpr_0.0001" not in audit.metrics  # < 10⁴ non-members
+    assert audit.tags["mia.tpr_at_fpr_0.0001"].startswith(f"skipped: {n_out} non-members")
+    roc = pq.read_table(artifacts / "roc_curves.parquet").to_pandas()
+    assert set(roc["attack"]) == {"loss", "confidence"}
+    loss = roc[roc["attack"] == "loss"]
+    assert loss["fpr"].iloc[0] == 0 and loss["fpr"].iloc[-1] == 1 and loss["tpr"].iloc[-1] == 1
+    assert loss["fpr"].is_monotonic_increasing and loss["tpr"].is_monotonic_increasing
