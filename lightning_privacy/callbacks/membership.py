@@ -55,6 +55,27 @@ class MembershipAuditConfig:
     cache_dir: Optional[str] = "outputs/bank"
 
 
+_DERIVED = ("_realized_fpr", "_ci95_low", "_ci95_high")
+
+
+def best_over_attacks(results: dict[str, dict[str, float]], prefix: str = "best") -> tuple[dict[str, float], dict[str, str]]:
+    """``mia/<prefix>/<metric>``: for each metric separately, the best value over the attacks, with the tag
+    ``mia.<prefix>_attack.<metric>`` naming the attack; a metric's realised FPR and interval come from that
+    attack. ``mia.<prefix>_attack`` names the attack of the best AUC."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    keys = [k for k in next(iter(results.values())) if not k.endswith(_DERIVED)]
+    for key in keys:
+        attack = max((a for a in results if key in results[a]), key=lambda a: results[a][key])
+        metrics[f"mia/{prefix}/{key}"] = results[attack][key]
+        tags[f"mia.{prefix}_attack.{key}"] = attack
+        for suffix in _DERIVED:
+            if key + suffix in results[attack]:
+                metrics[f"mia/{prefix}/{key}{suffix}"] = results[attack][key + suffix]
+    tags[f"mia.{prefix}_attack"] = tags[f"mia.{prefix}_attack.auc"]
+    return metrics, tags
+
+
 def roc_table(scores: dict[str, Tensor], is_member: Tensor, path: Path) -> Path:
     """Every attack's ROC points (columns ``attack``, ``fpr``, ``tpr``, ``threshold``) as a parquet file."""
     import pyarrow as pa
@@ -74,7 +95,7 @@ def roc_table(scores: dict[str, Tensor], is_member: Tensor, path: Path) -> Path:
 class MembershipAudit(Callback):
     """Runs after each test run (``fit`` tests, then audits): members vs non-members (the test set).
 
-    Logs ``mia/<attack>/{auc,acc,tpr_at_fpr_{0,0.001,0.01}[_realized_fpr],advantage,auc_ci95_*,…}``, ``mia/best/*``,
+    Logs ``mia/<attack>/{auc,acc,tpr_at_fpr_{0,0.001,0.01}[_realized_fpr],advantage,auc_ci95_*,…}``, ``mia/best/<metric>`` (each the best over attacks, tag ``mia.best_attack.<metric>``),
     ``mia/best_blackbox/auc``, ``privacy/aop_lambda_<λ>`` (+ ``_blackbox``), counts and times; tags
     ``mia.best_attack``, ``mia.best_blackbox_attack``, ``mia.threshold_protocol``; ROC, histogram and table artifacts.
     """
@@ -239,12 +260,12 @@ class MembershipAudit(Callback):
     def _log(self, trainer: Trainer, target: Signals, is_member: Tensor, protocols: dict[str, str],
              start: float, acc: Optional[float]) -> None:
         c = self.config
-        best = max(self.results, key=lambda a: self.results[a]["auc"])
         blackbox = [a for a in self.results if ATTACKS[a].blackbox]
         metrics = {f"mia/{a}/{k}": v for a, r in self.results.items() for k, v in r.items()}
-        metrics.update({f"mia/best/{k}": v for k, v in self.results[best].items()})
+        best_metrics, best_tags = best_over_attacks(self.results)
+        metrics.update(best_metrics)
         metrics.update({"mia/n_members": float(is_member.sum()), "mia/n_nonmembers": float((~is_member).sum())})
-        tags = {**self.tags, "mia.best_attack": best, "mia.threshold_protocol": ",".join(f"{a}:{p}" for a, p in protocols.items())}
+        tags = {**self.tags, **best_tags, "mia.threshold_protocol": ",".join(f"{a}:{p}" for a, p in protocols.items())}
         best_bb = max(blackbox, key=lambda a: self.results[a]["auc"]) if blackbox else None
         if best_bb is not None:
             metrics["mia/best_blackbox/auc"] = self.results[best_bb]["auc"]

@@ -77,3 +77,21 @@ def test_tpr_at_zero_fpr_low_fpr_skipped_with_reason_and_roc_data(tmp_path):
     loss = roc[roc["attack"] == "loss"]
     assert loss["fpr"].iloc[0] == 0 and loss["fpr"].iloc[-1] == 1 and loss["tpr"].iloc[-1] == 1
     assert loss["fpr"].is_monotonic_increasing and loss["tpr"].is_monotonic_increasing
+
+
+def test_best_is_taken_per_metric_with_the_attack_named():
+    """RMIA has the best AUC, online LiRA the best TPR at 0.1 % FPR: each mia/best/<metric> is its own best."""
+    from lightning_privacy.callbacks.membership import best_over_attacks
+
+    results = {
+        "rmia": {"auc": 0.80, "tpr_at_fpr_0.001": 0.05, "tpr_at_fpr_0.001_realized_fpr": 0.0009, "advantage": 0.4,
+                 "auc_ci95_low": 0.78, "auc_ci95_high": 0.82},
+        "lira_online": {"auc": 0.78, "tpr_at_fpr_0.001": 0.075, "tpr_at_fpr_0.001_realized_fpr": 0.0007,
+                        "advantage": 0.45, "auc_ci95_low": 0.76, "auc_ci95_high": 0.80},
+    }
+    metrics, tags = best_over_attacks(results)
+    assert metrics["mia/best/auc"] == 0.80 and tags["mia.best_attack.auc"] == "rmia"
+    assert metrics["mia/best/auc_ci95_low"] == 0.78  # the interval of the attack that holds the best AUC
+    assert metrics["mia/best/tpr_at_fpr_0.001"] == 0.075 and tags["mia.best_attack.tpr_at_fpr_0.001"] == "lira_online"
+    assert metrics["mia/best/tpr_at_fpr_0.001_realized_fpr"] == 0.0007
+    assert metrics["mia/best/advantage"] == 0.45 and tags["mia.best_attack"] == "rmia"
