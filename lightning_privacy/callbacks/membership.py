@@ -55,6 +55,17 @@ class MembershipAuditConfig:
     cache_dir: Optional[str] = "outputs/bank"
 
 
+HELD_OUT = "held_out_half_audit_labels"
+
+
+def threshold_protocol(attack: MembershipAttack) -> str:
+    """Where the cut of ``acc`` comes from: ``shadow`` (fitted on shadow models), ``fixed`` (a constant of the
+    attack, e.g. online LiRA's likelihood ratio 1), or ``held_out_half_audit_labels``: fitted on half of the
+    audited samples' own membership labels and scored on the other half — a measure of separability, not an
+    accuracy an attacker could reach."""
+    return HELD_OUT if attack.threshold is None else attack.threshold_source
+
+
 _DERIVED = ("_realized_fpr", "_ci95_low", "_ci95_high")
 
 
@@ -250,7 +261,7 @@ class MembershipAudit(Callback):
                 attack.fit(data)
                 scores = attack.score(target).double()
                 result = roc_metrics(scores, is_member, fprs=fprs, seed=c.seed, threshold=attack.threshold)
-                protocols[name] = "held_out_half" if attack.threshold is None else "shadow"
+                protocols[name] = threshold_protocol(attack)
                 if c.bootstrap:
                     result.update(bootstrap_ci(scores, is_member, n=c.bootstrap, seed=c.seed))
                 self.results[name], self.scores[name] = result, scores

@@ -95,3 +95,18 @@ def test_best_is_taken_per_metric_with_the_attack_named():
     assert metrics["mia/best/tpr_at_fpr_0.001"] == 0.075 and tags["mia.best_attack.tpr_at_fpr_0.001"] == "lira_online"
     assert metrics["mia/best/tpr_at_fpr_0.001_realized_fpr"] == 0.0007
     assert metrics["mia/best/advantage"] == 0.45 and tags["mia.best_attack"] == "rmia"
+
+
+def test_threshold_protocol_names_where_the_cut_comes_from():
+    from lightning_privacy.attacks.membership import ATTACKS
+    from lightning_privacy.callbacks.membership import threshold_protocol
+    from tests.attacks.planted import planted
+
+    data, _, _ = planted(num_references=2, num_shadows=2)
+    online, loss, classwise = ATTACKS["lira_online"](), ATTACKS["loss"](), ATTACKS["loss_classwise"]()
+    online.fit(data)
+    classwise.fit(type(data)(shadows=data.references))  # any models with in/out masks serve as shadows here
+    loss.fit(type(data)())  # no shadows: the cut is set on half of the audited labels
+    assert threshold_protocol(online) == "fixed"  # the constant 0 (likelihood ratio 1), not from shadows
+    assert threshold_protocol(classwise) == "shadow"
+    assert threshold_protocol(loss) == "held_out_half_audit_labels"
