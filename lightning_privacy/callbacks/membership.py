@@ -87,6 +87,21 @@ def best_over_attacks(results: dict[str, dict[str, float]], prefix: str = "best"
     return metrics, tags
 
 
+def scores_table(target: Signals, is_member: Tensor, scores: dict[str, Tensor], path: Path) -> Path:
+    """One row per audited sample: ``index`` (its pool index in the split), ``role`` (``members`` or
+    ``nonmembers``), ``is_member``, ``label`` (its class) and one column per attack's score, as parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert target.index is not None
+    columns = {"index": target.index.long().numpy(),
+               "role": ["members" if m else "nonmembers" for m in is_member.tolist()],
+               "is_member": is_member.numpy(), "label": target.labels.long().numpy()}
+    columns.update({name: s.double().numpy() for name, s in scores.items()})
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
 def roc_table(scores: dict[str, Tensor], is_member: Tensor, path: Path) -> Path:
     """Every attack's ROC points (columns ``attack``, ``fpr``, ``tpr``, ``threshold``) as a parquet file."""
     import pyarrow as pa
@@ -303,5 +318,6 @@ class MembershipAudit(Callback):
                 files = [out / "mia_summary.md",
                          roc_loglog({a: (s, is_member) for a, s in self.scores.items()}, out / "mia_roc_loglog.png"),
                          loss_histogram(target.losses[is_member], target.losses[~is_member], out / "loss_histogram.png"),
-                         roc_table(self.scores, is_member, out / "roc_curves.parquet")]
+                         roc_table(self.scores, is_member, out / "roc_curves.parquet"),
+                         scores_table(target, is_member, self.scores, out / "scores.parquet")]
                 log_artifacts(trainer, files, "audit")

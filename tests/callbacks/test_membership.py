@@ -1,4 +1,5 @@
 import pytest
+import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
@@ -110,3 +111,17 @@ def test_threshold_protocol_names_where_the_cut_comes_from():
     assert threshold_protocol(online) == "fixed"  # the constant 0 (likelihood ratio 1), not from shadows
     assert threshold_protocol(classwise) == "shadow"
     assert threshold_protocol(loss) == "held_out_half_audit_labels"
+
+
+def test_per_sample_scores_are_saved(tmp_path):
+    import pyarrow.parquet as pq
+
+    dm, audit, artifacts = _audit_only(tmp_path)
+    table = pq.read_table(artifacts / "scores.parquet").to_pandas()
+    members, nonmembers = dm.role_indices("members"), dm.role_indices("nonmembers")
+    assert len(table) == members.numel() + nonmembers.numel()
+    assert list(table.columns) == ["index", "role", "is_member", "label", "loss", "confidence"]
+    assert sorted(table.loc[table["is_member"], "index"]) == members.tolist()
+    assert set(table.loc[~table["is_member"], "role"]) == {"nonmembers"}
+    assert table["label"].tolist() == dm.pool_labels[torch.as_tensor(table["index"].to_numpy())].tolist()
+    assert torch.equal(torch.as_tensor(table["loss"].to_numpy()), audit.scores["loss"])

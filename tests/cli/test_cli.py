@@ -177,7 +177,7 @@ def test_full_audit_logs_every_attack_metric_in_one_run(in_tmp):
     assert tags["mia.best_attack"] in ATTACKS and "shadow" in tags["mia.threshold_protocol"]
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "audit")}
     assert artifacts == {"audit/mia_summary.md", "audit/mia_roc_loglog.png", "audit/loss_histogram.png",
-                         "audit/roc_curves.parquet"}
+                         "audit/roc_curves.parquet", "audit/scores.parquet"}
 
 
 def test_reaudit_a_finished_run_into_the_same_run(in_tmp):
