@@ -16,7 +16,7 @@ from rich.progress import Progress
 from torch import Tensor
 
 from lightning_privacy.attacks.membership import ATTACKS, AttackData, MembershipAttack, ShadowSignals, Signals
-from lightning_privacy.defenses.bank import MIN_HALF, ModelBank
+from lightning_privacy.defenses.bank import MIN_HALF, ModelBank, trainer_settings
 from lightning_privacy.callbacks.logging import log_artifacts, log_metrics, log_tags
 from lightning_privacy.callbacks.signals import collect_signals
 from lightning_privacy.errors import UserInputError
@@ -190,6 +190,7 @@ class MembershipAudit(Callback):
             target=pl_module, datamodule=trainer.datamodule, recipe=c.shadow_recipe, epochs=epochs,
             limit_train_batches=trainer.limit_train_batches or 1.0, accelerator="cpu" if pl_module.device.type == "cpu" else "auto",
             seed=c.seed, cache_dir=Path(c.cache_dir) if c.cache_dir else None,
+            trainer_settings=trainer_settings(trainer),
         )
 
     def attack_data(self, trainer: Trainer, pl_module: LightningModule, audit_index: Tensor, *,

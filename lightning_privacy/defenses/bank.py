@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from rich.progress import Progress
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_privacy.canonical import canonical_hash
 from lightning_privacy.data.base import adapted_for_training
 from lightning_privacy.errors import UserInputError
 
@@ -64,6 +63,39 @@ class SubsetDataModule(LightningDataModule):
         return getattr(self.parent, name)
 
 
+TRAINER_SETTINGS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+"""The target trainer's settings that change what a helper model learns; helpers train with them too."""
+
+
+def trainer_settings(trainer: Any) -> dict[str, Any]:
+    """``TRAINER_SETTINGS`` of a Lightning trainer, as Trainer keyword arguments."""
+    return {"precision": str(trainer.precision), "gradient_clip_val": trainer.gradient_clip_val,
+            "gradient_clip_algorithm": trainer.gradient_clip_algorithm,
+            "accumulate_grad_batches": trainer.accumulate_grad_batches}
+
+
+def data_fingerprint(datamodule: Any) -> dict[str, Any]:
+    """What determines a datamodule's training data: its class and constructor arguments (less workers and the
+    evaluation batch size), its resolved root, the pool's labels and a digest of a few samples' content; a
+    ``SubsetDataModule`` adds its indices to its parent's."""
+    parent = datamodule.__dict__.get("parent")
+    if isinstance(datamodule, SubsetDataModule) and parent is not None:
+        return {"subset": datamodule.indices, "parent": data_fingerprint(parent)}
+    hparams = {k: v for k, v in dict(getattr(datamodule, "hparams", {})).items()
+               if k not in ("num_workers", "eval_batch_size")}
+    out: dict[str, Any] = {"class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+                           "hparams": hparams, "batch_size": getattr(datamodule, "batch_size", None)}
+    root = getattr(datamodule, "root", None)
+    if root is not None:
+        out["root"] = str(Path(root).expanduser().resolve())
+    labels = getattr(datamodule, "pool_labels", None)
+    if labels is not None:
+        out["labels"] = labels
+        probe = torch.linspace(0, labels.numel() - 1, min(8, labels.numel())).long()
+        out["content"] = [datamodule.index_dataset(probe)[i][0] for i in range(probe.numel())]
+    return out
+
+
 @dataclass
 class BankModel:
     """One trained helper model and the pool indices it trained on."""
@@ -76,8 +108,11 @@ class BankModel:
 
 class ModelBank:
     """Trains ``k`` models of one kind on balanced halves of ``pool``, with the target's recipe (same defense
-    class and hyperparameters: the adaptive attacker) or plain ERM. Weights are cached under ``cache_dir`` by
-    (recipe, hyperparameters, split, pool, k, epochs, seed), so reruns and every attack reuse them."""
+    class and hyperparameters: the adaptive attacker) or plain ERM, with the target trainer's ``trainer_settings``
+    (precision, gradient clipping, accumulation). Weights are cached under ``cache_dir`` by one canonical
+    serialisation of everything that determines a helper's training (``lightning_privacy.canonical``: recipe,
+    class, hyperparameters, data, batch size, split, pool, index, epochs, stopping rule, trainer settings, seed),
+    so reruns and every attack reuse them."""
 
     def __init__(
         self,
@@ -90,12 +125,18 @@ class ModelBank:
         accelerator: str = "auto",
         seed: int = 0,
         cache_dir: Optional[Path] = None,
+        trainer_settings: Optional[dict[str, Any]] = None,
     ) -> None:
         if epochs < 1:
             raise UserInputError(f"shadow/reference models need at least 1 epoch; got {epochs}")
         self.target, self.datamodule, self.recipe = target, datamodule, recipe
         self.epochs, self.limit_train_batches, self.accelerator = epochs, limit_train_batches, accelerator
         self.seed, self.cache_dir = seed, cache_dir
+        self.trainer_settings = {k: v for k, v in (trainer_settings or {}).items() if v is not None}
+        unknown = set(self.trainer_settings) - set(TRAINER_SETTINGS)
+        if unknown:
+            raise ValueError(f"trainer_settings accepts {list(TRAINER_SETTINGS)}; got {sorted(unknown)}")
+        self._data_key: Optional[str] = None
         self.trained = 0  # models actually trained (not loaded from the cache)
 
     @property
@@ -116,15 +157,18 @@ class ModelBank:
                 metric.sync_on_compute = metric.dist_sync_on_step = False
         return model
 
-    def _key(self, kind: str, pool: Tensor, k: int) -> str:
-        hp = self._hparams if self.recipe == "target" else {}
-        blob = json.dumps({
-            "recipe": self.recipe, "class": type(self.target).__qualname__, "hparams": {k: repr(v) for k, v in hp.items()},
-            "split": self.datamodule.splits.digest(), "kind": kind, "k": k, "epochs": self.epochs,
-            "limit": self.limit_train_batches, "seed": self.seed,
-            "pool": hashlib.sha256(pool.numpy().tobytes()).hexdigest(),
-        }, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    def key(self, kind: str, pool: Tensor, i: int) -> str:
+        """The cache key of helper ``i`` of ``kind`` on ``pool``: ``canonical_hash`` of all its training inputs."""
+        if self._data_key is None:
+            self._data_key = canonical_hash(data_fingerprint(self.datamodule), length=64)
+        cls = type(self.target) if self.recipe == "target" else "erm"
+        return canonical_hash({
+            "recipe": self.recipe, "class": cls, "hparams": self._hparams if self.recipe == "target" else {
+                k: self._hparams[k] for k in ("num_classes", "input_shape")},
+            "data": self._data_key, "split": self.datamodule.splits.digest(), "kind": kind, "index": i,
+            "pool": pool, "epochs": self.epochs, "limit_train_batches": self.limit_train_batches, "seed": self.seed,
+            "trainer": self.trainer_settings,
+        })
 
     def train(self, kind: str, pool: Tensor, k: int) -> list[BankModel]:
         """``k`` models on balanced halves of ``pool`` (pool indices)."""
@@ -146,14 +190,15 @@ class ModelBank:
     def _one(self, kind: str, pool: Tensor, in_mask: Tensor, i: int) -> BankModel:
         torch.manual_seed(self.seed * 1009 + i + (0 if kind == "shadow" else 104729))
         model = self._build()
-        path = self.cache_dir / f"{kind}-{self._key(kind, pool, i)}.pt" if self.cache_dir else None
+        path = self.cache_dir / f"{kind}-{self.key(kind, pool, i)}.pt" if self.cache_dir else None
         if path is not None and path.is_file():
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=True)
         with quiet_lightning():
             trainer = Trainer(max_epochs=self.epochs, limit_train_batches=self.limit_train_batches, logger=False,
                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                              accelerator=self.accelerator, devices=1, num_sanity_val_steps=0, limit_val_batches=0)
+                              accelerator=self.accelerator, devices=1, num_sanity_val_steps=0, limit_val_batches=0,
+                              **self.trainer_settings)
             trainer.fit(model, datamodule=SubsetDataModule(self.datamodule, pool[in_mask]))
         self.trained += 1
         if path is not None:

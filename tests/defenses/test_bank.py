@@ -50,3 +50,20 @@ def test_pool_too_small_for_halves(tmp_path):
     dm, bank = _bank(tmp_path, ERM(num_classes=10, input_shape=(1, 8, 8)))
     with pytest.raises(UserInputError, match="too small"):
         bank.train("shadow", dm.role_indices("shadow")[:15], 2)
+
+
+def test_cache_key_is_canonical_and_covers_what_changes_the_models(tmp_path):
+    """(1, 8, 8) and [1, 8, 8] are one setting; batch size, trainer precision and clipping change the models."""
+    dm, bank = _bank(tmp_path, Reg(num_classes=10, input_shape=(1, 8, 8)))
+    pool = dm.role_indices("shadow")
+    key = bank.key("shadow", pool, 0)
+    _, same = _bank(tmp_path, Reg(num_classes=10, input_shape=[1, 8, 8]))
+    assert same.key("shadow", pool, 0) == key
+    dm2 = Digits(test_fraction=0.5, members=200, shadow=250, reference=250, batch_size=64)
+    dm2.setup()
+    other_batch = ModelBank(target=Reg(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm2, epochs=1, seed=0)
+    assert other_batch.key("shadow", pool, 0) != key
+    for settings in ({"precision": "bf16-mixed"}, {"gradient_clip_val": 1.0}):
+        other = ModelBank(target=Reg(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=1, seed=0,
+                          trainer_settings=settings)
+        assert other.key("shadow", pool, 0) != key
