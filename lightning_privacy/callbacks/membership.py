@@ -8,10 +8,11 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping
 from rich.progress import Progress
 from torch import Tensor
 
@@ -37,7 +38,10 @@ class MembershipAuditConfig:
     attacks: names from ``lightning_privacy.attacks.membership.ATTACKS``; aop_lambdas: AOP's λ values;
     num_shadows: offline shadow models on halves of the shadow role; num_references: online reference models
     on halves of members ∪ non-members ∪ reference role; shadow_recipe: ``target`` (same defense and
-    hyperparameters: the adaptive attacker) or ``erm``; shadow_epochs: null = the target trainer's max_epochs;
+    hyperparameters: the adaptive attacker) or ``erm``; shadow_epochs: how long helper models train — null (default):
+    as many epochs as the audited weights trained (the checkpoint's epoch), ``early_stopping``: the target
+    trainer's ``EarlyStopping`` rule (monitor, patience, ``max_epochs`` as the cap) on each helper's own 10 %
+    validation split, keeping its best weights, an int: that many epochs;
     bootstrap: resamples for 95 % intervals (0: none); attack_options: keyword arguments per attack name.
     """
 
@@ -48,7 +52,7 @@ class MembershipAuditConfig:
     num_shadows: int = 0
     num_references: int = 0
     shadow_recipe: Literal["target", "erm"] = "target"
-    shadow_epochs: Optional[int] = None
+    shadow_epochs: Optional[Union[int, Literal["early_stopping"]]] = None
     bootstrap: int = 200
     artifacts: bool = True
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -67,6 +71,16 @@ def threshold_protocol(attack: MembershipAttack) -> str:
 
 
 _DERIVED = ("_realized_fpr", "_ci95_low", "_ci95_high")
+
+
+def audited_epochs(trainer: Trainer) -> int:
+    """How many epochs the weights being tested trained: the tested checkpoint's epoch + 1, else (weights in
+    memory) the epochs the trainer completed."""
+    path = trainer.ckpt_path
+    if path and Path(path).is_file():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(checkpoint.get("epoch", -1)) + 1
+    return int(trainer.current_epoch)
 
 
 def best_over_attacks(results: dict[str, dict[str, float]], prefix: str = "best") -> tuple[dict[str, float], dict[str, str]]:
@@ -135,6 +149,10 @@ class MembershipAudit(Callback):
             aop(1.0, 0.5, lam)
         if c.max_samples_per_role is not None and c.max_samples_per_role < 1:
             raise UserInputError("audit.membership.max_samples_per_role must be >= 1 or null")
+        if not (c.shadow_epochs is None or c.shadow_epochs == "early_stopping"
+                or isinstance(c.shadow_epochs, int) and c.shadow_epochs >= 1):
+            raise UserInputError("audit.membership.shadow_epochs must be null (the audited weights' epochs), "
+                                 f"'early_stopping' (the target's stopping rule) or an int >= 1; got {c.shadow_epochs!r}")
         if c.num_shadows < 0 or c.num_references < 0 or c.bootstrap < 0:
             raise UserInputError("audit.membership num_shadows, num_references and bootstrap must be >= 0")
         self.needs = set().union(*(ATTACKS[a].needs for a in c.attacks))
@@ -163,6 +181,8 @@ class MembershipAudit(Callback):
         if self.config.num_shadows and sizes["shadow"] < 2 * MIN_HALF:
             raise UserInputError(f"shadow models need a shadow role of at least {2 * MIN_HALF} samples; it has "
                                  f"{sizes['shadow']}: set data.init_args.shadow (e.g. 0.2)")
+        if self.config.shadow_epochs == "early_stopping":
+            self._stopping_rule(trainer)
         if "population" in self.needs and sizes["reference"] < 1:
             raise UserInputError("RMIA needs population samples from the reference role; it is empty: set "
                                  "data.init_args.reference (e.g. 0.1)")
@@ -184,10 +204,35 @@ class MembershipAudit(Callback):
         norms = collect_grad_norms(model, dm.index_dataloader(indices, batch_size=64), attacks=whitebox)
         return Signals(logits=s.logits, labels=s.labels, losses=s.losses, grad_norms=norms, index=s.index)
 
+    @staticmethod
+    def _stopping_rule(trainer: Trainer) -> EarlyStopping:
+        rules = [cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)]
+        if not rules:
+            raise UserInputError("audit.membership.shadow_epochs: early_stopping applies the target trainer's "
+                                 "EarlyStopping rule, and the trainer has none: add one (e.g. --config "
+                                 "conf/trainer/early_stopping.yaml) or set shadow_epochs to null or an int")
+        if rules[0].mode != "max":
+            raise UserInputError(f"audit.membership.shadow_epochs: early_stopping stops helpers on a metric to "
+                                 f"maximize; the trainer's EarlyStopping minimizes {rules[0].monitor!r}")
+        return rules[0]
+
+    def helper_schedule(self, trainer: Trainer, audited_epochs: int) -> dict[str, Any]:
+        """The bank's ``epochs``/``patience``/``monitor`` and the rule's name, for weights trained ``audited_epochs``."""
+        c = self.config
+        if c.shadow_epochs == "early_stopping":
+            rule = self._stopping_rule(trainer)
+            return {"epochs": max(1, trainer.max_epochs or 1), "patience": rule.patience, "monitor": rule.monitor,
+                    "rule": "early_stopping"}
+        if c.shadow_epochs is not None:
+            return {"epochs": int(c.shadow_epochs), "patience": None, "monitor": "val/acc", "rule": "fixed"}
+        return {"epochs": max(1, audited_epochs), "patience": None, "monitor": "val/acc", "rule": "audited_weights"}
+
     def _bank(self, trainer: Trainer, pl_module: LightningModule, *, epochs: int) -> ModelBank:
         c = self.config
+        schedule = self.helper_schedule(trainer, epochs)
         return ModelBank(
-            target=pl_module, datamodule=trainer.datamodule, recipe=c.shadow_recipe, epochs=epochs,
+            target=pl_module, datamodule=trainer.datamodule, recipe=c.shadow_recipe, epochs=schedule["epochs"],
+            patience=schedule["patience"], monitor=schedule["monitor"],
             limit_train_batches=trainer.limit_train_batches or 1.0, accelerator="cpu" if pl_module.device.type == "cpu" else "auto",
             seed=c.seed, cache_dir=Path(c.cache_dir) if c.cache_dir else None,
             trainer_settings=trainer_settings(trainer),
@@ -196,15 +241,17 @@ class MembershipAudit(Callback):
     def attack_data(self, trainer: Trainer, pl_module: LightningModule, audit_index: Tensor, *,
                     epochs: int) -> AttackData:
         """Train (or load) the shadow and reference models the configured attacks need, and their signals;
-        helper models train for ``shadow_epochs`` or else as many epochs as the audited weights had."""
+        helper models train as ``shadow_epochs`` says (by default as many epochs as the audited weights had)."""
         dm, c = trainer.datamodule, self.config
         grads = "grad_norms" in self.needs
-        bank = self._bank(trainer, pl_module, epochs=c.shadow_epochs or epochs)
+        bank = self._bank(trainer, pl_module, epochs=epochs)
         shadows, shadows_on_audit, references, population = [], [], [], None
+        helper_epochs: list[int] = []
         start = time.perf_counter()
         if c.num_shadows:
             pool = dm.role_indices("shadow")
             for m in bank.train("shadow", pool, c.num_shadows):
+                helper_epochs.append(m.epochs_trained)
                 shadows.append(ShadowSignals(self._signals(m.model, dm, pool, grads=grads), m.in_mask))
                 shadows_on_audit.append(self._signals(m.model, dm, audit_index, grads=False))
         self.bank_metrics["time/shadows_s"] = time.perf_counter() - start
@@ -214,6 +261,7 @@ class MembershipAudit(Callback):
             pool = torch.cat([dm.role_indices("members"), dm.role_indices("nonmembers"), population_index])
             wanted = torch.cat([audit_index, population_index])
             for m in bank.train("reference", pool, c.num_references):
+                helper_epochs.append(m.epochs_trained)
                 s = self._signals(m.model, dm, wanted, grads=False)
                 trained_on = torch.isin(wanted, m.pool[m.in_mask])
                 references.append(ShadowSignals(s, trained_on))
@@ -223,6 +271,7 @@ class MembershipAudit(Callback):
         self.bank_metrics["mia/n_shadows"] = float(len(shadows))
         self.bank_metrics["mia/n_references"] = float(len(references))
         self.models_trained = bank.trained
+        self.bank_metrics["mia/helper_epochs"] = sum(helper_epochs) / len(helper_epochs)
         return AttackData(shadows=shadows, shadows_on_audit=shadows_on_audit, references=references,
                           population=population)
 
@@ -233,7 +282,7 @@ class MembershipAudit(Callback):
         with torch.inference_mode(False), torch.enable_grad():
             acc = trainer.callback_metrics.get("test/acc")
             self._audit(trainer, pl_module, test_acc=None if acc is None else float(acc),
-                        epochs=max(1, trainer.max_epochs or 1))
+                        epochs=audited_epochs(trainer))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Audits the current weights at the epochs a defense asks for (``audit_epochs``, 1-based)."""
@@ -267,6 +316,9 @@ class MembershipAudit(Callback):
         if n_out < 1 / 0.001:
             warnings.warn(f"only {n_out} non-members: TPR at 0.001 FPR needs about 1000 to be meaningful",
                           stacklevel=1)
+        schedule = self.helper_schedule(trainer, epochs)
+        self.bank_metrics["mia/helper_epochs"] = float(schedule["epochs"])  # what helpers train for (a cap when
+        self.tags["mia.helper_epochs_rule"] = schedule["rule"]             # early-stopped: then their mean)
         data = (self.attack_data(trainer, pl_module, audit_index, epochs=epochs) if c.num_shadows or c.num_references
                 else AttackData())
         self.results, self.scores, protocols = {}, {}, {}

@@ -67,3 +67,21 @@ def test_cache_key_is_canonical_and_covers_what_changes_the_models(tmp_path):
         other = ModelBank(target=Reg(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=1, seed=0,
                           trainer_settings=settings)
         assert other.key("shadow", pool, 0) != key
+
+
+def test_early_stopping_holds_out_validation_and_keeps_the_best_weights(tmp_path):
+    dm = Digits(test_fraction=0.5, members=200, shadow=250, reference=250)
+    dm.setup()
+    bank = ModelBank(target=ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=40, patience=2,
+                     accelerator="cpu", seed=0, cache_dir=tmp_path)
+    pool = dm.role_indices("shadow")
+    (m,) = bank.train("shadow", pool, 1)
+    half = int(balanced_halves(1, pool.numel(), seed=0)[0].sum())
+    assert int(m.in_mask.sum()) == half - round(0.1 * half)  # a seeded 10 % of the half validates, never trains
+    assert 1 <= m.epochs_trained < 40  # stopped early; the kept weights are those of the best validation epoch
+    (again,) = ModelBank(target=ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=40, patience=2,
+                         accelerator="cpu", seed=0, cache_dir=tmp_path).train("shadow", pool, 1)
+    assert again.cached and again.epochs_trained == m.epochs_trained and torch.equal(again.in_mask, m.in_mask)
+    (fixed,) = bank.__class__(target=ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=2,
+                              accelerator="cpu", seed=0).train("shadow", pool, 1)
+    assert fixed.epochs_trained == 2 and int(fixed.in_mask.sum()) == half
