@@ -89,11 +89,24 @@ def checkpoint_of(run: Any) -> str:
 
 
 def audited_weights(trainer: Trainer) -> tuple[Optional[str], str]:
-    """The best validation checkpoint when a monitoring ModelCheckpoint saved one, else the last weights."""
+    """The best validation checkpoint when a monitoring ModelCheckpoint saved one, else the last weights, with
+    the checkpoint that holds them when one was saved at the last step (e.g. Lightning's default checkpointing)."""
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path:
             return cb.best_model_path, "best_val_checkpoint"
+    for cb in trainer.checkpoint_callbacks:
+        if not isinstance(cb, ModelCheckpoint) or cb.monitor:
+            continue
+        for path in (cb.last_model_path, cb.best_model_path):
+            if path and Path(path).is_file() and _global_step(path) == trainer.global_step:
+                return path, "last"
     return None, "last"
+
+
+def _global_step(path: str) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
 
 
 class PrivacyCLI(LightningCLI):
@@ -179,7 +192,9 @@ class PrivacyCLI(LightningCLI):
         ckpt_path, weights = audited_weights(self.trainer)
         log_tags(self.trainer, {"audit.weights": weights,
                                 "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "in-memory"})
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        # The last weights are tested as they are in memory (their checkpoint, when recorded, holds the same).
+        self.trainer.test(self.model, datamodule=self.datamodule,
+                          ckpt_path=ckpt_path if weights == "best_val_checkpoint" else None)
         self._print_summary()
 
     def before_test(self) -> None:

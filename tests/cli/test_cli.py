@@ -203,3 +203,20 @@ def test_reaudit_of_an_unknown_run_is_one_clear_error(in_tmp, capsys):
     with pytest.raises(SystemExit) as info:
         main(["test", "--config", QUICKSTART, "--tracking.run_id", "0123456789abcdef0123456789abcdef"])
     assert info.value.code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_the_last_checkpoint_is_recorded_when_it_holds_the_audited_weights(tmp_path):
+    """No monitored ModelCheckpoint, but Lightning's default checkpointing saved the last weights: they are the
+    audited weights and their path is recorded (so --tracking.run_id re-audits find them)."""
+    from lightning.pytorch import Trainer
+
+    from lightning_privacy.cli import audited_weights
+    from lightning_privacy.data.digits import Digits
+    from lightning_privacy.defenses.erm import ERM
+
+    dm = Digits(test_fraction=0.5, members=100)
+    trainer = Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.fit(ERM(num_classes=10, input_shape=dm.input_shape), datamodule=dm)
+    path, weights = audited_weights(trainer)
+    assert weights == "last" and path is not None and path.endswith(".ckpt") and path.startswith(str(tmp_path))
