@@ -220,3 +220,14 @@ def test_the_last_checkpoint_is_recorded_when_it_holds_the_audited_weights(tmp_p
     trainer.fit(ERM(num_classes=10, input_shape=dm.input_shape), datamodule=dm)
     path, weights = audited_weights(trainer)
     assert weights == "last" and path is not None and path.endswith(".ckpt") and path.startswith(str(tmp_path))
+
+
+def test_fractional_role_sizes_are_dumped_as_given(in_tmp, capsys):
+    """--data.init_args.shadow 0.2 was dumped (params, config.yaml, --print_config) as 0: a rerun from the logged
+    config drew another split. Fractions stay fractions and counts stay counts."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", QUICKSTART, "--data.init_args.shadow", "0.2", "--data.init_args.reference", "1",
+              "--print_config"])
+    sizes = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    assert sizes["shadow"] == 0.2 and sizes["validation"] == 0.1
+    assert sizes["reference"] == 1 and isinstance(sizes["reference"], int) and sizes["members"] == 200
