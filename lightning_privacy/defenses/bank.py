@@ -55,8 +55,13 @@ class SubsetDataModule(LightningDataModule):
         super().__init__()
         self.parent, self.indices, self.validation = parent, indices, validation
 
+    def training_indices(self) -> Tensor:
+        """The pool indices this helper trains on (not the parent's members)."""
+        return self.indices
+
     def train_dataloader(self) -> Any:
-        loader = self.parent.index_dataloader(self.indices, batch_size=self.parent.batch_size, shuffle=True)
+        loader = self.parent.index_dataloader(self.training_indices(), batch_size=self.parent.batch_size,
+                                              shuffle=True)
         return adapted_for_training(self.trainer, loader)
 
     def val_dataloader(self) -> Any:

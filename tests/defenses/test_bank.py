@@ -85,3 +85,15 @@ def test_early_stopping_holds_out_validation_and_keeps_the_best_weights(tmp_path
     (fixed,) = bank.__class__(target=ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=2,
                               accelerator="cpu", seed=0).train("shadow", pool, 1)
     assert fixed.epochs_trained == 2 and int(fixed.in_mask.sum()) == half
+
+
+def test_a_helper_datamodule_answers_with_its_own_training_indices():
+    from lightning_privacy.defenses.bank import SubsetDataModule
+
+    dm = Digits(test_fraction=0.5, members=200, shadow=250)
+    dm.setup()
+    half = dm.role_indices("shadow")[::2]
+    sub = SubsetDataModule(dm, half)
+    assert torch.equal(sub.training_indices(), half)  # not the parent's members
+    assert not torch.equal(dm.training_indices(), half)
+    assert sub.role_indices("shadow") is dm.role_indices("shadow")  # other roles are still the parent's
