@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_privacy.attacks.membership import ATTACKS
 from lightning_privacy.callbacks.logging import log_artifacts, log_metrics, log_tags
-from lightning_privacy.callbacks.signals import collect_signals
+from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.privacy.epsilon_audit import canary_guesses, draw_canary_inclusion, epsilon_lower_bound
 

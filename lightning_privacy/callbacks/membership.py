@@ -19,7 +19,7 @@ from torch import Tensor
 from lightning_privacy.attacks.membership import ATTACKS, AttackData, MembershipAttack, ShadowSignals, Signals
 from lightning_privacy.defenses.bank import MIN_HALF, ModelBank, trainer_settings
 from lightning_privacy.callbacks.logging import log_artifacts, log_metrics, log_tags
-from lightning_privacy.callbacks.signals import collect_signals
+from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.metrics.aop import aop
 from lightning_privacy.metrics.plots import loss_histogram, roc_loglog, summary_table
@@ -198,7 +198,7 @@ class MembershipAudit(Callback):
         s = collect_signals(model, dm.index_dataloader(indices), index=indices)
         if not grads:
             return s
-        from lightning_privacy.callbacks.gradients import collect_grad_norms
+        from lightning_privacy.signals.gradients import collect_grad_norms
 
         whitebox = tuple(a for a in self.config.attacks if "grad_norms" in ATTACKS[a].needs)
         norms = collect_grad_norms(model, dm.index_dataloader(indices, batch_size=64), attacks=whitebox)
