@@ -3,7 +3,6 @@ intervals and AOP -> loggers."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -11,24 +10,21 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
-from rich.progress import Progress
 from torch import Tensor
 
-from lightning_privacy.attacks.membership import ATTACKS, AttackData, MembershipAttack, ShadowSignals, Signals
+from lightning_privacy.attacks.membership import ATTACKS, AttackData, ShadowSignals, Signals
+from lightning_privacy.attacks.membership.evaluate import Evaluation, best_over_attacks, evaluate_attacks
+from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.defenses.bank import MIN_HALF, ModelBank, trainer_settings
-from lightning_privacy.callbacks.logging import log_artifacts, log_metrics, log_tags
-from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.metrics.aop import aop
 from lightning_privacy.metrics.plots import loss_histogram, roc_loglog, summary_table
-from lightning_privacy.metrics.roc import bootstrap_ci, roc_curve, roc_metrics
+from lightning_privacy.metrics.tables import roc_table, scores_table
 from lightning_privacy.models.predict import predict_logits
-
-FPRS = (0.0, 0.001, 0.01)
-"""TPR is reported at these FPRs for every audit; at ``LOW_FPR`` too when there are ``1 / LOW_FPR`` non-members."""
-LOW_FPR = 1e-4
+from lightning_privacy.results import Artifact, AuditResult
+from lightning_privacy.signals.outputs import collect_signals
 
 
 @dataclass
@@ -42,7 +38,9 @@ class MembershipAuditConfig:
     as many epochs as the audited weights trained (the checkpoint's epoch), ``early_stopping``: the target
     trainer's ``EarlyStopping`` rule (monitor, patience, ``max_epochs`` as the cap) on each helper's own 10 %
     validation split, keeping its best weights, an int: that many epochs;
-    bootstrap: resamples for 95 % intervals (0: none); attack_options: keyword arguments per attack name.
+    bootstrap: resamples for 95 % intervals (0: none); attack_options: keyword arguments per attack name;
+    epochs: also audit the weights at the end of these training epochs (1-based; the RelaxLoss paper's
+    early-stopping baseline, App. B.5), each audit a step of the run with ``test/acc`` on the non-members then.
     """
 
     attacks: list[str] = field(default_factory=lambda: ["loss"])
@@ -57,20 +55,7 @@ class MembershipAuditConfig:
     artifacts: bool = True
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cache_dir: Optional[str] = "outputs/bank"
-
-
-HELD_OUT = "held_out_half_audit_labels"
-
-
-def threshold_protocol(attack: MembershipAttack) -> str:
-    """Where the cut of ``acc`` comes from: ``shadow`` (fitted on shadow models), ``fixed`` (a constant of the
-    attack, e.g. online LiRA's likelihood ratio 1), or ``held_out_half_audit_labels``: fitted on half of the
-    audited samples' own membership labels and scored on the other half — a measure of separability, not an
-    accuracy an attacker could reach."""
-    return HELD_OUT if attack.threshold is None else attack.threshold_source
-
-
-_DERIVED = ("_realized_fpr", "_ci95_low", "_ci95_high")
+    epochs: Optional[list[int]] = None
 
 
 def audited_epochs(trainer: Trainer) -> int:
@@ -83,64 +68,17 @@ def audited_epochs(trainer: Trainer) -> int:
     return int(trainer.current_epoch)
 
 
-def best_over_attacks(results: dict[str, dict[str, float]], prefix: str = "best") -> tuple[dict[str, float], dict[str, str]]:
-    """``mia/<prefix>/<metric>``: for each metric separately, the best value over the attacks, with the tag
-    ``mia.<prefix>_attack.<metric>`` naming the attack; a metric's realised FPR and interval come from that
-    attack. ``mia.<prefix>_attack`` names the attack of the best AUC."""
-    metrics: dict[str, float] = {}
-    tags: dict[str, str] = {}
-    keys = [k for k in next(iter(results.values())) if not k.endswith(_DERIVED)]
-    for key in keys:
-        attack = max((a for a in results if key in results[a]), key=lambda a: results[a][key])
-        metrics[f"mia/{prefix}/{key}"] = results[attack][key]
-        tags[f"mia.{prefix}_attack.{key}"] = attack
-        for suffix in _DERIVED:
-            if key + suffix in results[attack]:
-                metrics[f"mia/{prefix}/{key}{suffix}"] = results[attack][key + suffix]
-    tags[f"mia.{prefix}_attack"] = tags[f"mia.{prefix}_attack.auc"]
-    return metrics, tags
+class MembershipAudit(AuditCallback):
+    """Runs after each test run (``fit`` tests, then audits): members vs non-members (the test set); emits an
+    ``AuditResult`` (``name="membership"``) that holds:
 
-
-def scores_table(target: Signals, is_member: Tensor, scores: dict[str, Tensor], path: Path) -> Path:
-    """One row per audited sample: ``index`` (its pool index in the split), ``role`` (``members`` or
-    ``nonmembers``), ``is_member``, ``label`` (its class) and one column per attack's score, as parquet."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    assert target.index is not None
-    columns = {"index": target.index.long().numpy(),
-               "role": ["members" if m else "nonmembers" for m in is_member.tolist()],
-               "is_member": is_member.numpy(), "label": target.labels.long().numpy()}
-    columns.update({name: s.double().numpy() for name, s in scores.items()})
-    pq.write_table(pa.table(columns), path)
-    return path
-
-
-def roc_table(scores: dict[str, Tensor], is_member: Tensor, path: Path) -> Path:
-    """Every attack's ROC points (columns ``attack``, ``fpr``, ``tpr``, ``threshold``) as a parquet file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows: dict[str, list] = {"attack": [], "fpr": [], "tpr": [], "threshold": []}
-    for name, s in scores.items():
-        fpr, tpr, thresholds = roc_curve(s, is_member)
-        rows["attack"] += [name] * fpr.numel()
-        rows["fpr"] += fpr.tolist()
-        rows["tpr"] += tpr.tolist()
-        rows["threshold"] += thresholds.tolist()
-    pq.write_table(pa.table(rows), path)
-    return path
-
-
-class MembershipAudit(Callback):
-    """Runs after each test run (``fit`` tests, then audits): members vs non-members (the test set).
-
-    Logs ``mia/<attack>/{auc,acc,tpr_at_fpr_{0,0.001,0.01}[_realized_fpr],advantage,auc_ci95_*,…}``, ``mia/best/<metric>`` (each the best over attacks, tag ``mia.best_attack.<metric>``),
-    ``mia/best_blackbox/auc``, ``privacy/aop_lambda_<λ>`` (+ ``_blackbox``), counts and times; tags
+    ``mia/<attack>/{auc,acc,tpr_at_fpr_{0,0.001,0.01}[_realized_fpr],advantage,auc_ci95_*,…}``,
+    ``mia/best/<metric>`` (each the best over attacks, tag ``mia.best_attack.<metric>``), ``mia/best_blackbox/auc``, ``privacy/aop_lambda_<λ>`` (+ ``_blackbox``), counts and times; tags
     ``mia.best_attack``, ``mia.best_blackbox_attack``, ``mia.threshold_protocol``; ROC, histogram and table artifacts.
     """
 
     def __init__(self, config: Optional[MembershipAuditConfig] = None) -> None:
+        super().__init__()
         self.config = c = config or MembershipAuditConfig()
         unknown = [a for a in c.attacks if a not in ATTACKS]
         if unknown or not c.attacks:
@@ -153,6 +91,9 @@ class MembershipAudit(Callback):
                 or isinstance(c.shadow_epochs, int) and c.shadow_epochs >= 1):
             raise UserInputError("audit.membership.shadow_epochs must be null (the audited weights' epochs), "
                                  f"'early_stopping' (the target's stopping rule) or an int >= 1; got {c.shadow_epochs!r}")
+        if c.epochs is not None and (not c.epochs or any(e < 1 for e in c.epochs)
+                                     or list(c.epochs) != sorted(set(c.epochs))):
+            raise UserInputError(f"audit.membership.epochs must be increasing positive epoch numbers; got {c.epochs}")
         if c.num_shadows < 0 or c.num_references < 0 or c.bootstrap < 0:
             raise UserInputError("audit.membership num_shadows, num_references and bootstrap must be >= 0")
         self.needs = set().union(*(ATTACKS[a].needs for a in c.attacks))
@@ -281,23 +222,26 @@ class MembershipAudit(Callback):
         # Lightning's test loop is still in inference mode here; shadows train and white-box signals need autograd.
         with torch.inference_mode(False), torch.enable_grad():
             acc = trainer.callback_metrics.get("test/acc")
-            self._audit(trainer, pl_module, test_acc=None if acc is None else float(acc),
-                        epochs=audited_epochs(trainer))
+            self.emit(trainer, self.audit(trainer, pl_module, test_acc=None if acc is None else float(acc),
+                                          epochs=audited_epochs(trainer)))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Audits the current weights at the epochs a defense asks for (``audit_epochs``, 1-based)."""
+        """Audits the current weights at the end of each epoch in ``epochs`` (1-based)."""
         epoch = trainer.current_epoch + 1
-        if not trainer.is_global_zero or epoch not in (getattr(pl_module, "audit_epochs", None) or ()):
+        if not trainer.is_global_zero or epoch not in (self.config.epochs or ()):
             return
         dm = trainer.datamodule
         logits, labels = predict_logits(pl_module, dm.index_dataloader(self._capped(dm.role_indices("nonmembers"))))
         acc = float((logits.argmax(1) == labels).double().mean())
         with torch.inference_mode(False), torch.enable_grad():
-            self._audit(trainer, pl_module, test_acc=acc, epochs=epoch)
-        log_metrics(trainer, {"test/acc": acc, "audit/epoch": float(epoch)})
-        self.history[epoch] = dict(self.metrics, **{"test/acc": acc})
+            result = self.audit(trainer, pl_module, test_acc=acc, epochs=epoch)
+        result.metrics.update({"test/acc": acc, "audit/epoch": float(epoch)})
+        self.history[epoch] = dict(result.metrics)
+        self.emit(trainer, result)
 
-    def _audit(self, trainer: Trainer, pl_module: LightningModule, *, test_acc: Optional[float], epochs: int) -> None:
+    def audit(self, trainer: Trainer, pl_module: LightningModule, *, test_acc: Optional[float],
+              epochs: int) -> AuditResult:
+        """Audit ``pl_module``'s current weights, trained ``epochs`` epochs; ``test_acc`` feeds AOP."""
         c, dm = self.config, trainer.datamodule
         start = time.perf_counter()
         self.bank_metrics = {}
@@ -306,48 +250,36 @@ class MembershipAudit(Callback):
         audit_index = torch.cat([members_index, nonmembers_index])
         target = self._signals(pl_module, dm, audit_index, grads="grad_norms" in self.needs)
         is_member = torch.cat([torch.ones(members_index.numel()), torch.zeros(nonmembers_index.numel())]).bool()
-        n_out = nonmembers_index.numel()
-        fprs, self.tags = FPRS, {}
-        if n_out >= round(1 / LOW_FPR):
-            fprs = tuple(sorted(FPRS + (LOW_FPR,)))
-        else:
-            self.tags[f"mia.tpr_at_fpr_{LOW_FPR:g}"] = (f"skipped: {n_out} non-members audited; TPR at {LOW_FPR:g} "
-                                                         f"FPR needs at least {round(1 / LOW_FPR)}")
-        if n_out < 1 / 0.001:
-            warnings.warn(f"only {n_out} non-members: TPR at 0.001 FPR needs about 1000 to be meaningful",
-                          stacklevel=1)
+        if nonmembers_index.numel() < 1 / 0.001:
+            warnings.warn(f"only {nonmembers_index.numel()} non-members: TPR at 0.001 FPR needs about 1000 to be "
+                          "meaningful", stacklevel=1)
         schedule = self.helper_schedule(trainer, epochs)
-        self.bank_metrics["mia/helper_epochs"] = float(schedule["epochs"])  # what helpers train for (a cap when
-        self.tags["mia.helper_epochs_rule"] = schedule["rule"]             # early-stopped: then their mean)
+        # what helpers train for (with early stopping the cap, replaced by the helpers' mean once they trained)
+        self.bank_metrics["mia/helper_epochs"] = float(schedule["epochs"])
         data = (self.attack_data(trainer, pl_module, audit_index, epochs=epochs) if c.num_shadows or c.num_references
                 else AttackData())
-        self.results, self.scores, protocols = {}, {}, {}
-        with Progress(transient=True) as progress:
-            task = progress.add_task("membership attacks", total=len(c.attacks))
-            for name in c.attacks:
-                attack: MembershipAttack = ATTACKS[name](**c.attack_options.get(name, {}))
-                attack.fit(data)
-                scores = attack.score(target).double()
-                result = roc_metrics(scores, is_member, fprs=fprs, seed=c.seed, threshold=attack.threshold)
-                protocols[name] = threshold_protocol(attack)
-                if c.bootstrap:
-                    result.update(bootstrap_ci(scores, is_member, n=c.bootstrap, seed=c.seed))
-                self.results[name], self.scores[name] = result, scores
-                progress.advance(task)
-        self._log(trainer, target, is_member, protocols, start, test_acc)
+        evaluation = evaluate_attacks(c.attacks, data, target, is_member, options=c.attack_options, seed=c.seed,
+                                      bootstrap=c.bootstrap)
+        evaluation.tags["mia.helper_epochs_rule"] = schedule["rule"]
+        self.results, self.scores = evaluation.results, evaluation.scores
+        result = self._result(evaluation, target, is_member, test_acc)
+        result.metrics["time/audit_s"] = time.perf_counter() - start
+        self.metrics, self.tags = result.metrics, result.tags
+        return result
 
-    def _log(self, trainer: Trainer, target: Signals, is_member: Tensor, protocols: dict[str, str],
-             start: float, acc: Optional[float]) -> None:
-        c = self.config
-        blackbox = [a for a in self.results if ATTACKS[a].blackbox]
-        metrics = {f"mia/{a}/{k}": v for a, r in self.results.items() for k, v in r.items()}
-        best_metrics, best_tags = best_over_attacks(self.results)
+    def _result(self, evaluation: Evaluation, target: Signals, is_member: Tensor,
+                acc: Optional[float]) -> AuditResult:
+        c, results = self.config, evaluation.results
+        blackbox = [a for a in results if ATTACKS[a].blackbox]
+        metrics = {f"mia/{a}/{k}": v for a, r in results.items() for k, v in r.items()}
+        best_metrics, best_tags = best_over_attacks(results)
         metrics.update(best_metrics)
         metrics.update({"mia/n_members": float(is_member.sum()), "mia/n_nonmembers": float((~is_member).sum())})
-        tags = {**self.tags, **best_tags, "mia.threshold_protocol": ",".join(f"{a}:{p}" for a, p in protocols.items())}
-        best_bb = max(blackbox, key=lambda a: self.results[a]["auc"]) if blackbox else None
+        tags = {**evaluation.tags, **best_tags,
+                "mia.threshold_protocol": ",".join(f"{a}:{p}" for a, p in evaluation.protocols.items())}
+        best_bb = max(blackbox, key=lambda a: results[a]["auc"]) if blackbox else None
         if best_bb is not None:
-            metrics["mia/best_blackbox/auc"] = self.results[best_bb]["auc"]
+            metrics["mia/best_blackbox/auc"] = results[best_bb]["auc"]
             tags["mia.best_blackbox_attack"] = best_bb
         if acc is not None:
             for lam in c.aop_lambdas:
@@ -357,20 +289,18 @@ class MembershipAudit(Callback):
         else:
             warnings.warn("no test/acc from the test run: AOP is not logged", stacklevel=1)
         metrics.update(self.bank_metrics)
-        metrics["time/audit_s"] = time.perf_counter() - start
-        self.metrics = metrics
-        log_metrics(trainer, metrics)
-        self.tags = tags
-        log_tags(trainer, tags)
+        artifacts: dict[str, Artifact] = {}
         if c.artifacts:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp)
-                (out / "mia_summary.md").write_text(summary_table(
-                    self.results, ["auc", "auc_ci95_low", "auc_ci95_high", "acc", "tpr_at_fpr_0.001",
-                                   "tpr_at_fpr_0.01", "advantage"]))
-                files = [out / "mia_summary.md",
-                         roc_loglog({a: (s, is_member) for a, s in self.scores.items()}, out / "mia_roc_loglog.png"),
-                         loss_histogram(target.losses[is_member], target.losses[~is_member], out / "loss_histogram.png"),
-                         roc_table(self.scores, is_member, out / "roc_curves.parquet"),
-                         scores_table(target, is_member, self.scores, out / "scores.parquet")]
-                log_artifacts(trainer, files, "audit")
+            scores = evaluation.scores
+            assert target.index is not None
+            artifacts = {
+                "audit/mia_summary.md": summary_table(results, ["auc", "auc_ci95_low", "auc_ci95_high", "acc",
+                                                                "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "advantage"]),
+                "audit/mia_roc_loglog.png": lambda p: roc_loglog({a: (s, is_member) for a, s in scores.items()}, p),
+                "audit/loss_histogram.png": lambda p: loss_histogram(target.losses[is_member],
+                                                                     target.losses[~is_member], p),
+                "audit/roc_curves.parquet": lambda p: roc_table(scores, is_member, p),
+                "audit/scores.parquet": lambda p: scores_table(target.index, target.labels, is_member, scores, p),
+            }
+        summary = ("mia/best/auc", "mia/best/tpr_at_fpr_0.001", *(f"privacy/aop_lambda_{lam:g}" for lam in c.aop_lambdas))
+        return AuditResult(name="membership", metrics=metrics, tags=tags, artifacts=artifacts, summary=summary)

@@ -8,6 +8,7 @@ from lightning_privacy.data.digits import Digits
 from lightning_privacy.defenses.erm import ERM
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.metrics.aop import aop
+from lightning_privacy.tracking.publish import ResultPublisher
 
 
 def test_audit_logs_attack_best_and_aop(tmp_path):
@@ -15,8 +16,8 @@ def test_audit_logs_attack_best_and_aop(tmp_path):
     dm = Digits(test_fraction=0.5, members=60)  # few members: the model memorizes them (AUC ~0.71)
     model = ERM(num_classes=10, input_shape=dm.input_shape)
     audit = MembershipAudit(MembershipAuditConfig(aop_lambdas=[1.0, 2.0]))
-    trainer = Trainer(max_epochs=30, callbacks=[audit], logger=CSVLogger(tmp_path), enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(max_epochs=30, callbacks=[audit, ResultPublisher()], logger=CSVLogger(tmp_path),
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     m = audit.metrics
@@ -57,8 +58,8 @@ def _audit_only(tmp_path, **config):
     dm = Digits(test_fraction=0.5, members=60)
     model = ERM(num_classes=10, input_shape=dm.input_shape)
     audit = MembershipAudit(MembershipAuditConfig(**{"attacks": ["loss", "confidence"], "bootstrap": 0, **config}))
-    trainer = Trainer(max_epochs=1, callbacks=[audit], logger=CSVLogger(tmp_path), enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(max_epochs=1, callbacks=[audit, ResultPublisher()], logger=CSVLogger(tmp_path),
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(model, datamodule=dm, verbose=False)
     return dm, audit, tmp_path / "lightning_logs" / "version_0" / "audit"
 
@@ -82,7 +83,7 @@ def test_tpr_at_zero_fpr_low_fpr_skipped_with_reason_and_roc_data(tmp_path):
 
 def test_best_is_taken_per_metric_with_the_attack_named():
     """RMIA has the best AUC, online LiRA the best TPR at 0.1 % FPR: each mia/best/<metric> is its own best."""
-    from lightning_privacy.callbacks.membership import best_over_attacks
+    from lightning_privacy.attacks.membership.evaluate import best_over_attacks
 
     results = {
         "rmia": {"auc": 0.80, "tpr_at_fpr_0.001": 0.05, "tpr_at_fpr_0.001_realized_fpr": 0.0009, "advantage": 0.4,
@@ -100,7 +101,7 @@ def test_best_is_taken_per_metric_with_the_attack_named():
 
 def test_threshold_protocol_names_where_the_cut_comes_from():
     from lightning_privacy.attacks.membership import ATTACKS
-    from lightning_privacy.callbacks.membership import threshold_protocol
+    from lightning_privacy.attacks.membership.evaluate import threshold_protocol
     from tests.attacks.planted import planted
 
     data, _, _ = planted(num_references=2, num_shadows=2)

@@ -1,10 +1,12 @@
 import time
+from dataclasses import dataclass
 
 import mlflow
 import pytest
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.callbacks.membership import MembershipAudit
 from lightning_privacy.cli import cli, main
 from lightning_privacy.metrics.aop import aop
@@ -231,3 +233,42 @@ def test_fractional_role_sizes_are_dumped_as_given(in_tmp, capsys):
     sizes = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
     assert sizes["shadow"] == 0.2 and sizes["validation"] == 0.1
     assert sizes["reference"] == 1 and isinstance(sizes["reference"], int) and sizes["members"] == 200
+
+
+@dataclass
+class ToyConfig:
+    level: int = 1
+
+
+class ToyAudit(AuditCallback):
+    def __init__(self, config: ToyConfig) -> None:
+        super().__init__()
+        self.config = config
+
+
+def test_a_registered_audit_is_configured_built_published_and_summarised(in_tmp, monkeypatch, capsys):
+    """A new audit kind is one registry entry: the CLI declares audit.<name>, builds its callback with a
+    publisher, and the summary prints what its result holds; the CLI names no audit."""
+    from lightning_privacy import cli as cli_module
+    from lightning_privacy.callbacks.registry import AUDITS, AuditEntry
+    from lightning_privacy.results import AuditResult
+    from lightning_privacy.tracking.publish import ResultPublisher
+
+    monkeypatch.setitem(AUDITS, "toy", AuditEntry(ToyConfig, ToyAudit, "a toy audit"))
+    built = {}
+
+    def stop_before_fit(self):
+        built["cli"] = self
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_module.PrivacyCLI, "before_fit", stop_before_fit, raising=False)
+    with pytest.raises(SystemExit):
+        cli(["fit", "--config", QUICKSTART, "--audit.toy.level", "3", "--tracking.enabled", "false"])
+    c = built["cli"]
+    (toy,) = [cb for cb in c.trainer.callbacks if isinstance(cb, ToyAudit)]
+    assert toy.config.level == 3 and any(isinstance(cb, ResultPublisher) for cb in c.trainer.callbacks)
+    toy.emit(c.trainer, AuditResult(name="toy", metrics={"toy/score": 0.25, "toy/other": 9.0}, summary=("toy/score",)))
+    capsys.readouterr()
+    c._print_summary()
+    out = capsys.readouterr().out
+    assert "toy/score" in out and "0.2500" in out and "toy/other" not in out
