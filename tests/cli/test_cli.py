@@ -272,3 +272,9 @@ def test_a_registered_audit_is_configured_built_published_and_summarised(in_tmp,
     c._print_summary()
     out = capsys.readouterr().out
     assert "toy/score" in out and "0.2500" in out and "toy/other" not in out
+
+
+def test_shadow_epochs_accepts_a_rule_name_or_a_count(in_tmp):
+    for given, expected in (("early_stopping", "early_stopping"), ("3", 3)):
+        c = cli(["--config", QUICKSTART, "--audit.membership.shadow_epochs", given], run=False)
+        assert c.config.audit.membership.shadow_epochs == expected
