@@ -16,9 +16,9 @@ from torch import Tensor
 
 from lightning_privacy.attacks.membership import ATTACKS
 from lightning_privacy.callbacks.audit import AuditCallback
+from lightning_privacy.results import AuditResult
 from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.errors import UserInputError
-from lightning_privacy.results import AuditResult
 from lightning_privacy.privacy.epsilon_audit import canary_guesses, draw_canary_inclusion, epsilon_lower_bound
 
 SCORE_ONLY = ("loss", "confidence", "entropy", "m_entropy")
@@ -61,7 +61,8 @@ class EpsilonAuditConfig:
 
 class EpsilonAudit(AuditCallback):
     """At fit setup, draws the canaries among the members and holds the OUT ones back from training; after the
-    test run, logs ``dp/epsilon_lb``, ``dp/audit_canaries``, ``dp/audit_guesses``, ``dp/audit_correct``."""
+    test run, emits an ``AuditResult`` (``name="epsilon"``) with ``dp/epsilon_lb``, ``dp/audit_canaries``,
+    ``dp/audit_guesses``, ``dp/audit_correct`` and the canaries as artifacts."""
 
     def __init__(self, config: Optional[EpsilonAuditConfig] = None) -> None:
         super().__init__()
