@@ -14,15 +14,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from rich.console import Console
 from rich.table import Table
 
-from lightning_privacy.callbacks.epsilon_audit import EpsilonAudit, EpsilonAuditConfig
-from lightning_privacy.callbacks.logging import log_tags
-from lightning_privacy.callbacks.membership import MembershipAudit, MembershipAuditConfig
+from lightning_privacy.callbacks.audit import AuditCallback
+from lightning_privacy.callbacks.registry import AUDITS
 from lightning_privacy.callbacks.timing import EpochTimer
 from lightning_privacy.data.base import PrivacyDataModule
 from lightning_privacy.errors import UserInputError
+from lightning_privacy.results import AuditResult
 from lightning_privacy.tracking.mlflow import (
     TrackingConfig,
     build_logger,
@@ -31,6 +32,7 @@ from lightning_privacy.tracking.mlflow import (
     existing_run,
     resolve_tracking_uri,
 )
+from lightning_privacy.tracking.publish import ResultPublisher, publish
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
 
 URI_FLAG = "--tracking.uri"
@@ -89,11 +91,24 @@ def checkpoint_of(run: Any) -> str:
 
 
 def audited_weights(trainer: Trainer) -> tuple[Optional[str], str]:
-    """The best validation checkpoint when a monitoring ModelCheckpoint saved one, else the last weights."""
+    """The best validation checkpoint when a monitoring ModelCheckpoint saved one, else the last weights, with
+    the checkpoint that holds them when one was saved at the last step (e.g. Lightning's default checkpointing)."""
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path:
             return cb.best_model_path, "best_val_checkpoint"
+    for cb in trainer.checkpoint_callbacks:
+        if not isinstance(cb, ModelCheckpoint) or cb.monitor:
+            continue
+        for path in (cb.last_model_path, cb.best_model_path):
+            if path and Path(path).is_file() and _global_step(path) == trainer.global_step:
+                return path, "last"
     return None, "last"
+
+
+def _global_step(path: str) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
 
 
 class PrivacyCLI(LightningCLI):
@@ -115,10 +130,8 @@ class PrivacyCLI(LightningCLI):
         parser.add_argument("--compose", type=Optional[list[str]], default=None,
                             help="Config files this one is composed of (expanded by the CLI; see README).")
         parser.add_argument("--tracking", type=TrackingConfig, default=TrackingConfig(), help="MLflow tracking.")
-        parser.add_argument("--audit.membership", type=Optional[MembershipAuditConfig], default=None,
-                            help="Membership-inference audit run after testing.")
-        parser.add_argument("--audit.epsilon", type=Optional[EpsilonAuditConfig], default=None,
-                            help="One-run empirical ε lower bound (Steinke et al. 2023): canaries held in or out.")
+        for name, entry in AUDITS.items():  # one key per audit kind: audit files stacked later merge per key
+            parser.add_argument(f"--audit.{name}", type=Optional[entry.config], default=None, help=entry.help)
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
 
@@ -143,11 +156,9 @@ class PrivacyCLI(LightningCLI):
         if self.subcommand not in ("fit", "test"):
             return []
         audits = self._subconfig.get("audit") or {}
-        membership, epsilon = audits.get("membership"), audits.get("epsilon")
-        callbacks: list = [MembershipAudit(membership)] if membership is not None else []
-        if epsilon is not None and self.subcommand == "fit":
-            callbacks.append(EpsilonAudit(epsilon))
-        return callbacks
+        callbacks: list = [entry.callback(audits.get(name)) for name, entry in AUDITS.items()
+                           if audits.get(name) is not None and self.subcommand in entry.subcommands]
+        return [*callbacks, ResultPublisher()] if callbacks else []
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._subconfig
@@ -177,35 +188,37 @@ class PrivacyCLI(LightningCLI):
         if self.trainer.interrupted:
             return
         ckpt_path, weights = audited_weights(self.trainer)
-        log_tags(self.trainer, {"audit.weights": weights,
-                                "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "in-memory"})
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        publish(AuditResult(name="weights", tags={
+            "audit.weights": weights, "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "in-memory"}),
+            self.trainer.loggers)
+        if is_overridden("test_step", self.model):  # audits of models with no test (e.g. generative) hook fit
+            # The last weights are tested as they are in memory (their checkpoint, when recorded, holds the same).
+            self.trainer.test(self.model, datamodule=self.datamodule,
+                              ckpt_path=ckpt_path if weights == "best_val_checkpoint" else None)
         self._print_summary()
 
     def before_test(self) -> None:
         ckpt_path = self._subconfig.get("ckpt_path")
         if not ckpt_path:
             rank_zero_warn("testing without --ckpt_path: the model's initial (untrained) weights are tested and audited")
-        log_tags(self.trainer, {"audit.weights": "checkpoint" if ckpt_path else "initial",
-                                "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "none"})
+        publish(AuditResult(name="weights", tags={
+            "audit.weights": "checkpoint" if ckpt_path else "initial",
+            "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "none"}), self.trainer.loggers)
 
     def after_test(self) -> None:
         self._print_summary()
 
     @rank_zero_only
     def _print_summary(self) -> None:
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
-        metrics.update(getattr(self.model, "dp_summary", {}))
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, MembershipAudit):
-                metrics.update(cb.metrics)
-            if isinstance(cb, EpsilonAudit):
-                metrics.update(cb.result)
         table = Table(title="lightning-privacy", show_header=False)
-        for key in ("test/acc", "mia/best/auc", "mia/best/tpr_at_fpr_0.001", "privacy/aop_lambda_2", "dp/epsilon",
-                    "dp/epsilon_lb"):
-            if key in metrics:
-                table.add_row(key, f"{metrics[key]:.4f}")
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k == "test/acc"}
+        dp = getattr(self.model, "dp_summary", {})  # the model's own account, not an audit
+        metrics.update({k: v for k, v in dp.items() if k == "dp/epsilon"})
+        for cb in self.trainer.callbacks:  # what each audit's latest result holds
+            if isinstance(cb, AuditCallback) and cb.last_result is not None:
+                metrics.update(cb.last_result.headline())
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.4f}")
         mlflow_loggers = [lg for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)]
         if mlflow_loggers:
             table.add_row("mlflow run", f"{mlflow_loggers[0].run_id} @ {self.tracking_uri}")

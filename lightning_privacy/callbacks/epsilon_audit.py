@@ -3,21 +3,21 @@ coin, an attack guesses for its most confident ones, the guesses' accuracy bound
 
 from __future__ import annotations
 
+import io
 import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_privacy.attacks.membership import ATTACKS
-from lightning_privacy.callbacks.logging import log_artifacts, log_metrics, log_tags
-from lightning_privacy.callbacks.signals import collect_signals
+from lightning_privacy.callbacks.audit import AuditCallback
+from lightning_privacy.results import AuditResult
+from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.privacy.epsilon_audit import canary_guesses, draw_canary_inclusion, epsilon_lower_bound
 
@@ -59,11 +59,13 @@ class EpsilonAuditConfig:
             raise UserInputError(f"audit.epsilon.confidence must be in (0, 1); got {self.confidence}")
 
 
-class EpsilonAudit(Callback):
+class EpsilonAudit(AuditCallback):
     """At fit setup, draws the canaries among the members and holds the OUT ones back from training; after the
-    test run, logs ``dp/epsilon_lb``, ``dp/audit_canaries``, ``dp/audit_guesses``, ``dp/audit_correct``."""
+    test run, emits an ``AuditResult`` (``name="epsilon"``) with ``dp/epsilon_lb``, ``dp/audit_canaries``,
+    ``dp/audit_guesses``, ``dp/audit_correct`` and the canaries as artifacts."""
 
     def __init__(self, config: Optional[EpsilonAuditConfig] = None) -> None:
+        super().__init__()
         self.config = config or EpsilonAuditConfig()
         self.canaries: Optional[Tensor] = None
         self.included: Optional[Tensor] = None
@@ -102,12 +104,11 @@ class EpsilonAudit(Callback):
         bound = epsilon_lower_bound(guesses=guesses, correct=correct, canaries=m, delta=delta, confidence=c.confidence)
         self.result = {"dp/epsilon_lb": bound, "dp/audit_canaries": float(m), "dp/audit_guesses": float(guesses),
                        "dp/audit_correct": float(correct), "dp/audit_included": float(self.included.sum())}
-        log_metrics(trainer, self.result)
-        log_tags(trainer, {"dp.audit_attack": c.attack, "dp.audit_delta": f"{delta:g}",
-                           "dp.audit_confidence": f"{c.confidence:g}"})
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "canaries.npz"
-            np.savez(path, index=self.canaries.numpy(), included=self.included.numpy(), scores=scores.numpy())
-            summary = Path(tmp) / "epsilon_audit.json"
-            summary.write_text(json.dumps({**self.result, "attack": c.attack, "delta": delta}, indent=2))
-            log_artifacts(trainer, [path, summary], "audit")
+        tags = {"dp.audit_attack": c.attack, "dp.audit_delta": f"{delta:g}", "dp.audit_confidence": f"{c.confidence:g}"}
+        canaries = io.BytesIO()
+        np.savez(canaries, index=self.canaries.numpy(), included=self.included.numpy(), scores=scores.numpy())
+        artifacts = {"audit/canaries.npz": canaries.getvalue(),
+                     "audit/epsilon_audit.json": json.dumps({**self.result, "attack": c.attack, "delta": delta},
+                                                            indent=2)}
+        self.emit(trainer, AuditResult(name="epsilon", metrics=dict(self.result), tags=tags, artifacts=artifacts,
+                                       summary=("dp/epsilon_lb",)))

@@ -10,14 +10,24 @@ from typing import Literal, Mapping, Optional, Union
 
 import numpy as np
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt
+from jsonargparse.typing import ClosedUnitInterval, register_type, restricted_number_type
 from torch import Tensor
 
 from lightning_privacy.errors import UserInputError
 
 ROLES = ("members", "nonmembers", "validation", "shadow", "reference")
 Protocol = Literal["paper", "pooled"]
-Size = Optional[Union[NonNegativeInt, ClosedUnitInterval]]
+RoleCount = restricted_number_type("RoleCount", int, [(">=", 0), ("<", 2**62)],
+                                   docstring="a role size as a count of samples (an int >= 0)")
+
+
+def _count(value: object) -> int:
+    """Serialises a count; refuses a fraction (jsonargparse's int serialiser would write 0.2 as 0)."""
+    return int(RoleCount(value))
+
+
+register_type(RoleCount, serializer=_count)
+Size = Optional[Union[RoleCount, ClosedUnitInterval]]
 """A role's size: an int is a count, a float in [0, 1] a fraction of the part it is drawn from,
 None takes what is left (at most one role per part). Restricted types, not ``Union[int, float]``: typing
 caches Unions as sets, so after another library builds ``Union[float, int]`` a YAML ``250`` would parse as 250.0."""

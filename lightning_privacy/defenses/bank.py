@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,11 +9,13 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping
 from rich.progress import Progress
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_privacy.canonical import canonical_hash
 from lightning_privacy.data.base import adapted_for_training
 from lightning_privacy.errors import UserInputError
 
@@ -47,37 +47,109 @@ def quiet_lightning() -> Iterator[None]:
 
 
 class SubsetDataModule(LightningDataModule):
-    """Trains on some pool indices of a parent datamodule; every other role is the parent's (a defense that
-    needs e.g. the reference role, such as AdvReg, finds it there when the bank rebuilds it)."""
+    """Trains on some pool indices of a parent datamodule (and validates on ``validation`` indices when given);
+    every other role is the parent's (a defense that needs e.g. the reference role, such as AdvReg, finds it there
+    when the bank rebuilds it)."""
 
-    def __init__(self, parent: Any, indices: Tensor) -> None:
+    def __init__(self, parent: Any, indices: Tensor, validation: Optional[Tensor] = None) -> None:
         super().__init__()
-        self.parent, self.indices = parent, indices
+        self.parent, self.indices, self.validation = parent, indices, validation
+
+    def training_indices(self) -> Tensor:
+        """The pool indices this helper trains on (not the parent's members)."""
+        return self.indices
 
     def train_dataloader(self) -> Any:
-        loader = self.parent.index_dataloader(self.indices, batch_size=self.parent.batch_size, shuffle=True)
+        loader = self.parent.index_dataloader(self.training_indices(), batch_size=self.parent.batch_size,
+                                              shuffle=True)
         return adapted_for_training(self.trainer, loader)
 
+    def val_dataloader(self) -> Any:
+        return [] if self.validation is None else self.parent.index_dataloader(self.validation)
+
     def __getattr__(self, name: str) -> Any:
-        if name in ("parent", "indices") or name.startswith("_"):
+        if name in ("parent", "indices", "validation") or name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.parent, name)
 
 
+class BestWeights(Callback):
+    """Keeps a copy of the weights at the best value of ``monitor`` (higher is better) and their epoch count."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.best: Optional[float] = None
+        self.state: Optional[dict[str, Any]] = None
+        self.epochs = 0
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise UserInputError(f"helper models stop early on {self.monitor!r}, which {type(pl_module).__name__} "
+                                 f"does not log; logged: {sorted(trainer.callback_metrics)}")
+        if self.best is None or float(value) > self.best:
+            self.best, self.epochs = float(value), trainer.current_epoch + 1
+            self.state = {k: v.detach().clone() if isinstance(v, Tensor) else v
+                          for k, v in pl_module.state_dict().items()}
+
+
+TRAINER_SETTINGS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+"""The target trainer's settings that change what a helper model learns; helpers train with them too."""
+
+
+def trainer_settings(trainer: Any) -> dict[str, Any]:
+    """``TRAINER_SETTINGS`` of a Lightning trainer, as Trainer keyword arguments."""
+    return {"precision": str(trainer.precision), "gradient_clip_val": trainer.gradient_clip_val,
+            "gradient_clip_algorithm": trainer.gradient_clip_algorithm,
+            "accumulate_grad_batches": trainer.accumulate_grad_batches}
+
+
+def data_fingerprint(datamodule: Any) -> dict[str, Any]:
+    """What determines a datamodule's training data: its class and constructor arguments (less workers and the
+    evaluation batch size), its resolved root, the pool's labels and a digest of a few samples' content; a
+    ``SubsetDataModule`` adds its indices to its parent's."""
+    parent = datamodule.__dict__.get("parent")
+    if isinstance(datamodule, SubsetDataModule) and parent is not None:
+        return {"subset": datamodule.indices, "parent": data_fingerprint(parent)}
+    hparams = {k: v for k, v in dict(getattr(datamodule, "hparams", {})).items()
+               if k not in ("num_workers", "eval_batch_size")}
+    out: dict[str, Any] = {"class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+                           "hparams": hparams, "batch_size": getattr(datamodule, "batch_size", None)}
+    root = getattr(datamodule, "root", None)
+    if root is not None:
+        out["root"] = str(Path(root).expanduser().resolve())
+    labels = getattr(datamodule, "pool_labels", None)
+    if labels is not None:
+        out["labels"] = labels
+        probe = torch.linspace(0, labels.numel() - 1, min(8, labels.numel())).long()
+        out["content"] = [datamodule.index_dataset(probe)[i][0] for i in range(probe.numel())]
+    return out
+
+
 @dataclass
 class BankModel:
-    """One trained helper model and the pool indices it trained on."""
+    """One trained helper model, the pool indices it trained on (``in_mask``) and how many epochs its weights
+    trained for (with early stopping: the epochs of its best-validation weights)."""
 
     model: LightningModule
     pool: Tensor
     in_mask: Tensor
     cached: bool
+    epochs_trained: int = 0
 
 
 class ModelBank:
     """Trains ``k`` models of one kind on balanced halves of ``pool``, with the target's recipe (same defense
-    class and hyperparameters: the adaptive attacker) or plain ERM. Weights are cached under ``cache_dir`` by
-    (recipe, hyperparameters, split, pool, k, epochs, seed), so reruns and every attack reuse them."""
+    class and hyperparameters: the adaptive attacker) or plain ERM, for ``epochs`` epochs; with ``patience``, each
+    model holds out a seeded 10 % of its half as validation (its ``in_mask`` then marks the rest), trains at most
+    ``epochs`` epochs with ``EarlyStopping(monitor, patience, mode="max")`` and keeps its best-validation weights;
+    with the target trainer's ``trainer_settings``
+    (precision, gradient clipping, accumulation). Weights are cached under ``cache_dir`` by one canonical
+    serialisation of everything that determines a helper's training (``lightning_privacy.canonical``: recipe,
+    class, hyperparameters, data, batch size, split, pool, index, epochs, stopping rule, trainer settings, seed),
+    so reruns and every attack reuse them."""
 
     def __init__(
         self,
@@ -86,16 +158,27 @@ class ModelBank:
         datamodule,
         recipe: Recipe = "target",
         epochs: int = 1,
+        patience: Optional[int] = None,
+        monitor: str = "val/acc",
         limit_train_batches: float | int = 1.0,
         accelerator: str = "auto",
         seed: int = 0,
         cache_dir: Optional[Path] = None,
+        trainer_settings: Optional[dict[str, Any]] = None,
     ) -> None:
         if epochs < 1:
             raise UserInputError(f"shadow/reference models need at least 1 epoch; got {epochs}")
+        if patience is not None and patience < 1:
+            raise UserInputError(f"helper models' early-stopping patience must be >= 1; got {patience}")
+        self.patience, self.monitor = patience, monitor
         self.target, self.datamodule, self.recipe = target, datamodule, recipe
         self.epochs, self.limit_train_batches, self.accelerator = epochs, limit_train_batches, accelerator
         self.seed, self.cache_dir = seed, cache_dir
+        self.trainer_settings = {k: v for k, v in (trainer_settings or {}).items() if v is not None}
+        unknown = set(self.trainer_settings) - set(TRAINER_SETTINGS)
+        if unknown:
+            raise ValueError(f"trainer_settings accepts {list(TRAINER_SETTINGS)}; got {sorted(unknown)}")
+        self._data_key: Optional[str] = None
         self.trained = 0  # models actually trained (not loaded from the cache)
 
     @property
@@ -116,15 +199,19 @@ class ModelBank:
                 metric.sync_on_compute = metric.dist_sync_on_step = False
         return model
 
-    def _key(self, kind: str, pool: Tensor, k: int) -> str:
-        hp = self._hparams if self.recipe == "target" else {}
-        blob = json.dumps({
-            "recipe": self.recipe, "class": type(self.target).__qualname__, "hparams": {k: repr(v) for k, v in hp.items()},
-            "split": self.datamodule.splits.digest(), "kind": kind, "k": k, "epochs": self.epochs,
-            "limit": self.limit_train_batches, "seed": self.seed,
-            "pool": hashlib.sha256(pool.numpy().tobytes()).hexdigest(),
-        }, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    def key(self, kind: str, pool: Tensor, i: int) -> str:
+        """The cache key of helper ``i`` of ``kind`` on ``pool``: ``canonical_hash`` of all its training inputs."""
+        if self._data_key is None:
+            self._data_key = canonical_hash(data_fingerprint(self.datamodule), length=64)
+        cls = type(self.target) if self.recipe == "target" else "erm"
+        return canonical_hash({
+            "recipe": self.recipe, "class": cls, "hparams": self._hparams if self.recipe == "target" else {
+                k: self._hparams[k] for k in ("num_classes", "input_shape")},
+            "data": self._data_key, "split": self.datamodule.splits.digest(), "kind": kind, "index": i,
+            "pool": pool, "epochs": self.epochs, "patience": self.patience,
+            "monitor": self.monitor if self.patience else None, "limit_train_batches": self.limit_train_batches, "seed": self.seed,
+            "trainer": self.trainer_settings,
+        })
 
     def train(self, kind: str, pool: Tensor, k: int) -> list[BankModel]:
         """``k`` models on balanced halves of ``pool`` (pool indices)."""
@@ -144,19 +231,39 @@ class ModelBank:
         return out
 
     def _one(self, kind: str, pool: Tensor, in_mask: Tensor, i: int) -> BankModel:
-        torch.manual_seed(self.seed * 1009 + i + (0 if kind == "shadow" else 104729))
+        offset = 0 if kind == "shadow" else 104729
+        torch.manual_seed(self.seed * 1009 + i + offset)
         model = self._build()
-        path = self.cache_dir / f"{kind}-{self._key(kind, pool, i)}.pt" if self.cache_dir else None
+        train, validation = pool[in_mask], None
+        if self.patience is not None:
+            g = torch.Generator().manual_seed(self.seed * 7727 + i + offset)
+            order = torch.randperm(train.numel(), generator=g)
+            n_val = max(1, round(0.1 * train.numel()))
+            validation, train = train[order[:n_val]].sort().values, train[order[n_val:]].sort().values
+            in_mask = in_mask & ~torch.isin(pool, validation)
+        path = self.cache_dir / f"{kind}-{self.key(kind, pool, i)}.pt" if self.cache_dir else None
         if path is not None and path.is_file():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=True)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=True,
+                             epochs_trained=int(saved["epochs_trained"]))
+        callbacks: list[Callback] = []
+        best = BestWeights(self.monitor)
+        if self.patience is not None:
+            callbacks = [EarlyStopping(monitor=self.monitor, patience=self.patience, mode="max"), best]
         with quiet_lightning():
             trainer = Trainer(max_epochs=self.epochs, limit_train_batches=self.limit_train_batches, logger=False,
                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                              accelerator=self.accelerator, devices=1, num_sanity_val_steps=0, limit_val_batches=0)
-            trainer.fit(model, datamodule=SubsetDataModule(self.datamodule, pool[in_mask]))
+                              accelerator=self.accelerator, devices=1, num_sanity_val_steps=0,
+                              limit_val_batches=0 if validation is None else 1.0, callbacks=callbacks,
+                              **self.trainer_settings)
+            trainer.fit(model, datamodule=SubsetDataModule(self.datamodule, train, validation))
+        epochs = self.epochs
+        if self.patience is not None and best.state is not None:
+            model.load_state_dict(best.state)
+            epochs = best.epochs
         self.trained += 1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), path)
-        return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=False)
+            torch.save({"state_dict": model.state_dict(), "epochs_trained": epochs}, path)
+        return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=False, epochs_trained=epochs)

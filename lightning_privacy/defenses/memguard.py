@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_privacy.defenses.bank import SubsetDataModule
 from lightning_privacy.defenses.base import ClassifierDefense
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.binary import fit_binary
@@ -235,7 +234,7 @@ class MemGuard(ClassifierDefense):
         if dm is None:
             raise RuntimeError("MemGuard.fit_surrogate needs a datamodule with membership roles (pass one, or "
                                "attach the model to a trainer with a PrivacyDataModule)")
-        members = dm.indices if isinstance(dm, SubsetDataModule) else dm.training_indices()
+        members = dm.training_indices()
         held_out = dm.role_indices(role)
         if held_out.numel() == 0 or members.numel() == 0:
             raise UserInputError(f"MemGuard's surrogate needs members and a non-empty {role} role; got "

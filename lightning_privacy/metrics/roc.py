@@ -33,6 +33,30 @@ def tpr_at_fpr(fpr: Tensor, tpr: Tensor, target_fpr: float) -> float:
     return float(tpr[fpr <= target_fpr + 1e-12].max())
 
 
+def realized_fpr(fpr: Tensor, tpr: Tensor, target_fpr: float) -> float:
+    """The FPR actually reached where ``tpr_at_fpr`` reads its TPR (the lowest FPR with that TPR): with few
+    non-members or tied scores it can lie far below ``target_fpr`` (e.g. 0)."""
+    ok = fpr <= target_fpr + 1e-12
+    best = tpr[ok].max()
+    return float(fpr[ok & (tpr == best)].min())
+
+
+def roc_curve(scores: Tensor, is_member: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The ROC of the decision ``score >= threshold``: (fpr, tpr, thresholds), float64, one point per distinct
+    score from the highest down, after the point (0, 0) at threshold +inf."""
+    target = _check(scores, is_member)
+    order = torch.argsort(scores.double(), descending=True)
+    s, t = scores.double()[order], target[order].double()
+    group_end = torch.ones_like(s, dtype=torch.bool)
+    group_end[:-1] = s[:-1] != s[1:]
+    tps, fps = torch.cumsum(t, 0)[group_end], torch.cumsum(1 - t, 0)[group_end]
+    zero = torch.zeros(1, dtype=torch.float64)
+    fpr = torch.cat([zero, fps / (1 - t).sum()])
+    tpr = torch.cat([zero, tps / t.sum()])
+    thresholds = torch.cat([torch.full((1,), float("inf"), dtype=torch.float64), s[group_end]])
+    return fpr, tpr, thresholds
+
+
 def threshold_accuracy(scores: Tensor, is_member: Tensor, *, seed: int = 0) -> float:
     """Balanced accuracy of a threshold chosen on one half of the samples and scored on the other
     (and vice versa, averaged): the threshold never sees the labels it is scored on."""
@@ -76,15 +100,17 @@ def best_threshold(scores: Tensor, target: Tensor) -> float:
 def roc_metrics(scores: Tensor, is_member: Tensor, *, fprs: Sequence[float] = (0.001, 0.01),
                 seed: int = 0, threshold: Optional[float] = None) -> dict[str, float]:
     """``auc``, ``acc`` (balanced; at ``threshold`` when given — it must not come from these labels — else a
-    threshold fitted on a held-out half), ``tpr_at_fpr_<f>`` for each f, ``advantage`` (max TPR - FPR)."""
+    threshold fitted on a held-out half), ``tpr_at_fpr_<f>`` and ``tpr_at_fpr_<f>_realized_fpr`` (the FPR that
+    TPR is read at) for each f, ``advantage`` (max TPR - FPR)."""
     target = _check(scores, is_member)
     preds = _as_ranks(scores)
-    fpr, tpr, _ = binary_roc(preds, target)
+    fpr, tpr, _ = roc_curve(scores, is_member)
     acc = (_balanced_accuracy(scores >= threshold, target) if threshold is not None
            else threshold_accuracy(scores, is_member, seed=seed))
     out = {"auc": float(binary_auroc(preds, target)), "acc": acc}
     for f in fprs:
         out[f"tpr_at_fpr_{f:g}"] = tpr_at_fpr(fpr, tpr, f)
+        out[f"tpr_at_fpr_{f:g}_realized_fpr"] = realized_fpr(fpr, tpr, f)
     out["advantage"] = float((tpr - fpr).max())
     return out
 

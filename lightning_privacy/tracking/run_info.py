@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,6 +12,9 @@ import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from lightning_privacy.results import AuditResult
+from lightning_privacy.tracking.publish import publish
 
 
 def git_commit() -> str:
@@ -60,12 +63,10 @@ class RunRecorder(Callback):
         arrays = {"group": groups.numpy()}
         if hasattr(trainer.datamodule, "training_indices"):
             arrays["index"] = trainer.datamodule.training_indices().numpy()  # the pool index of each record
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / "dp_groups.npz"
-                    np.savez(path, **arrays)
-                    logger.experiment.log_artifact(logger.run_id, str(path))
+        data = io.BytesIO()
+        np.savez(data, **arrays)
+        publish(AuditResult(name="dp_groups", artifacts={"dp_groups.npz": data.getvalue()}),
+                [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)])
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._record(trainer)
@@ -78,19 +79,15 @@ class RunRecorder(Callback):
             self._recorded.add(logger.run_id)
             client, run_id = logger.experiment, logger.run_id
             if self.resumed:
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / f"config-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
-                    path.write_text(self.config_yaml)
-                    client.log_artifact(run_id, str(path), "audits")
+                config = {f"audits/config-{time.strftime('%Y%m%d-%H%M%S')}.yaml": self.config_yaml}
+                publish(AuditResult(name="config", artifacts=config), [logger])
                 continue
             logger.log_hyperparams({k: v for k, v in flatten_config(self.config).items() if k != "compose"})
-            with tempfile.TemporaryDirectory() as tmp:
-                config_path = Path(tmp) / "config.yaml"
-                config_path.write_text(self.config_yaml)
-                client.log_artifact(run_id, str(config_path))
-                splits = getattr(trainer.datamodule, "splits", None)
-                if splits is not None:
-                    client.log_artifact(run_id, str(splits.save(Path(tmp) / "splits.npz")))
+            splits = getattr(trainer.datamodule, "splits", None)
+            artifacts = {"config.yaml": self.config_yaml}
+            if splits is not None:
+                artifacts["splits.npz"] = splits.save
+            publish(AuditResult(name="config", artifacts=artifacts), [logger])
             if splits is not None:
                 params = {"split.seed": splits.seed, "split.protocol": splits.protocol, "split.hash": splits.digest()}
                 params.update({f"split.{role}": n for role, n in splits.sizes().items()})

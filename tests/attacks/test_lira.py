@@ -118,3 +118,38 @@ def test_target_without_index_is_rejected(problem):
     bare = Signals(logits=target.logits, labels=target.labels, losses=target.losses)
     with pytest.raises(ValueError, match="index"):
         attack.score(bare)
+
+
+def _one_sided_references():
+    """8 references on samples 0..199: IN models put φ near 5 with a small spread, OUT models near 0 with a
+    large one, so a two-σ fit has σ_in ≪ σ_out."""
+    from lightning_privacy.attacks.membership.signals import AttackData, ShadowSignals
+    from tests.attacks.planted import signals_from_phi
+
+    g = torch.Generator().manual_seed(11)
+    n, index = 200, torch.arange(200)
+    refs = []
+    for k in range(8):
+        in_mask = torch.rand(n, generator=g) < 0.5
+        phi = torch.where(in_mask, 5 + 0.1 * torch.randn(n, generator=g, dtype=torch.float64),
+                          3 * torch.randn(n, generator=g, dtype=torch.float64))
+        refs.append(ShadowSignals(signals_from_phi(phi, index), in_mask))
+    target = signals_from_phi(torch.tensor([20.0, 0.0], dtype=torch.float64), torch.tensor([0, 1]))
+    return AttackData(references=refs), target
+
+
+def test_fixed_variance_uses_one_sigma_and_is_monotone_in_phi():
+    """Carlini et al.'s fixed-variance test: one σ for IN and OUT. A target more confident than every IN model
+    (φ = 20) must score above a non-member-like one (φ = 0); two pooled σ make the score quadratic and invert it."""
+    data, target = _one_sided_references()
+    default = LiRAOnline()
+    default.fit(data)
+    high, low = default.score(target).tolist()
+    assert default.variance == "fixed" and high > low
+    two_sigma = LiRAOnline(variance="fixed_in_out")
+    two_sigma.fit(data)
+    high2, low2 = two_sigma.score(target).tolist()
+    assert high2 < low2  # the named two-σ variant keeps its (non-monotone) behaviour
+    assert LiRAOnline(fixed_variance=False).variance == "per_example"
+    with pytest.raises(UserInputError, match="variance"):
+        LiRAOnline(variance="nope")

@@ -41,15 +41,18 @@ def test_score_is_fraction_of_population_dominated():
     refs = [ShadowSignals(sig([0.5] * 5, ids), torch.zeros(5, dtype=torch.bool)) for _ in range(2)]
     population = sig([0.2, 0.4, 0.8], [2, 3, 4])          # ratios 0.4, 0.8, 1.6
     target = sig([0.45, 0.9], [0, 1])                       # ratios 0.9, 1.8
+    def fraction(scores):  # the dominated fraction, under the tie-break (score = (count + t) / (|Z| + 1))
+        return torch.floor(scores * 4) / 3
+
     attack = RMIA()
     attack.fit(AttackData(references=refs, population=population))
-    torch.testing.assert_close(attack.score(target), torch.tensor([2 / 3, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(fraction(attack.score(target)), torch.tensor([2 / 3, 1.0], dtype=torch.float64))
     attack = RMIA(gamma=2.0)                                # ratio(z) ≤ ratio(x)/2 = 0.45, 0.9: {0.4}, {0.4, 0.8}
     attack.fit(AttackData(references=refs, population=population))
-    torch.testing.assert_close(attack.score(target), torch.tensor([1 / 3, 2 / 3], dtype=torch.float64))
+    torch.testing.assert_close(fraction(attack.score(target)), torch.tensor([1 / 3, 2 / 3], dtype=torch.float64))
     attack = RMIA(offline_a=0.5)                            # Pr = ½(1.5·0.5 + 0.5) = 0.625 everywhere: same order
     attack.fit(AttackData(references=refs, population=population))
-    torch.testing.assert_close(attack.score(target), torch.tensor([2 / 3, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(fraction(attack.score(target)), torch.tensor([2 / 3, 1.0], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("num_models", [0, 1])
@@ -87,3 +90,25 @@ def test_no_signal_gives_chance_auc():
     attack.fit(data)
     auc = roc_metrics(attack.score(target), is_member)["auc"]
     assert abs(auc - 0.5) < null_tolerance(is_member)
+
+
+def test_ties_in_the_dominated_fraction_are_broken_by_the_likelihood_ratio():
+    """Two population samples: every target sample dominates 0, 1 or 2 of them, so without a tie-break the 0.1 %
+    FPR point lands at a realised FPR of 0. Within a count the order follows the ratio; across counts the count."""
+    from lightning_privacy.metrics.roc import roc_metrics
+    from tests.attacks.planted import signals_from_phi
+
+    n = 400
+    index = torch.arange(n + 2)
+    phi = torch.linspace(-3, 3, n + 2, dtype=torch.float64)
+    refs = [ShadowSignals(signals_from_phi(torch.zeros(n + 2, dtype=torch.float64), index),
+                          torch.zeros(n + 2, dtype=torch.bool)) for _ in range(2)]
+    population = signals_from_phi(torch.tensor([-1.0, 1.0], dtype=torch.float64), torch.tensor([n, n + 1]))
+    attack = RMIA()
+    attack.fit(AttackData(references=refs, population=population))
+    scores = attack.score(signals_from_phi(phi[:n], index[:n]))
+    assert torch.unique(scores).numel() == n  # no ties
+    assert bool((scores[1:] > scores[:-1]).all())  # increasing in the ratio, across and within counts
+    is_member = torch.arange(n) >= n // 2
+    m = roc_metrics(scores, is_member, fprs=(0.01,))
+    assert m["tpr_at_fpr_0.01"] == 1.0 and m["tpr_at_fpr_0.01_realized_fpr"] == 0.0

@@ -74,3 +74,44 @@ def test_every_registered_attack_is_in_mia_full():
 
     full = yaml.safe_load((REPO / "conf" / "audit" / "mia_full.yaml").read_text())["audit"]["membership"]["attacks"]
     assert sorted(full) == sorted(ATTACKS)
+
+
+def test_helpers_train_as_long_as_the_audited_checkpoint(tmp_path):
+    """The audited weights trained 1 epoch (a checkpoint tested by a trainer whose max_epochs is 4): the helper
+    models train 1 epoch too, and the run says so (mia/helper_epochs)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    seed_everything(0)
+    dm = Digits(test_fraction=0.5, members=200, shadow=250)
+    model = ERM(num_classes=10, input_shape=dm.input_shape)
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt")
+    Trainer(max_epochs=1, callbacks=[saver], logger=False, enable_progress_bar=False,
+            enable_model_summary=False).fit(model, datamodule=dm)
+    audit = MembershipAudit(MembershipAuditConfig(attacks=["loss", "shokri"], num_shadows=1, bootstrap=0,
+                                                  artifacts=False, cache_dir=None))
+    trainer = Trainer(max_epochs=4, callbacks=[audit], logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(ERM(num_classes=10, input_shape=dm.input_shape), datamodule=dm, ckpt_path=saver.best_model_path,
+                 verbose=False)
+    assert audit.metrics["mia/helper_epochs"] == 1 and audit.tags["mia.helper_epochs_rule"] == "audited_weights"
+
+
+def test_helpers_follow_the_target_stopping_rule(tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    seed_everything(0)
+    dm = Digits(test_fraction=0.5, members=200, shadow=250)
+    config = MembershipAuditConfig(attacks=["loss", "shokri"], num_shadows=1, bootstrap=0, artifacts=False,
+                                   shadow_epochs="early_stopping", cache_dir=None)
+    bare = Trainer(max_epochs=30, callbacks=[MembershipAudit(config)], logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(UserInputError, match="EarlyStopping"):
+        bare.fit(ERM(num_classes=10, input_shape=dm.input_shape), datamodule=dm)
+    audit = MembershipAudit(config)
+    trainer = Trainer(max_epochs=30, callbacks=[audit, EarlyStopping(monitor="val/acc", patience=1, mode="max")],
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    model = ERM(num_classes=10, input_shape=dm.input_shape)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    assert audit.tags["mia.helper_epochs_rule"] == "early_stopping"
+    assert 1 <= audit.metrics["mia/helper_epochs"] < 30  # the helper stopped on its own validation split

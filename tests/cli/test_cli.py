@@ -1,10 +1,12 @@
 import time
+from dataclasses import dataclass
 
 import mlflow
 import pytest
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.callbacks.membership import MembershipAudit
 from lightning_privacy.cli import cli, main
 from lightning_privacy.metrics.aop import aop
@@ -176,7 +178,8 @@ def test_full_audit_logs_every_attack_metric_in_one_run(in_tmp):
     tags = runs[0].data.tags
     assert tags["mia.best_attack"] in ATTACKS and "shadow" in tags["mia.threshold_protocol"]
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "audit")}
-    assert artifacts == {"audit/mia_summary.md", "audit/mia_roc_loglog.png", "audit/loss_histogram.png"}
+    assert artifacts == {"audit/mia_summary.md", "audit/mia_roc_loglog.png", "audit/loss_histogram.png",
+                         "audit/roc_curves.parquet", "audit/scores.parquet"}
 
 
 def test_reaudit_a_finished_run_into_the_same_run(in_tmp):
@@ -202,3 +205,75 @@ def test_reaudit_of_an_unknown_run_is_one_clear_error(in_tmp, capsys):
     with pytest.raises(SystemExit) as info:
         main(["test", "--config", QUICKSTART, "--tracking.run_id", "0123456789abcdef0123456789abcdef"])
     assert info.value.code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_the_last_checkpoint_is_recorded_when_it_holds_the_audited_weights(tmp_path):
+    """No monitored ModelCheckpoint, but Lightning's default checkpointing saved the last weights: they are the
+    audited weights and their path is recorded (so --tracking.run_id re-audits find them)."""
+    from lightning.pytorch import Trainer
+
+    from lightning_privacy.cli import audited_weights
+    from lightning_privacy.data.digits import Digits
+    from lightning_privacy.defenses.erm import ERM
+
+    dm = Digits(test_fraction=0.5, members=100)
+    trainer = Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.fit(ERM(num_classes=10, input_shape=dm.input_shape), datamodule=dm)
+    path, weights = audited_weights(trainer)
+    assert weights == "last" and path is not None and path.endswith(".ckpt") and path.startswith(str(tmp_path))
+
+
+def test_fractional_role_sizes_are_dumped_as_given(in_tmp, capsys):
+    """--data.init_args.shadow 0.2 was dumped (params, config.yaml, --print_config) as 0: a rerun from the logged
+    config drew another split. Fractions stay fractions and counts stay counts."""
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", QUICKSTART, "--data.init_args.shadow", "0.2", "--data.init_args.reference", "1",
+              "--print_config"])
+    sizes = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    assert sizes["shadow"] == 0.2 and sizes["validation"] == 0.1
+    assert sizes["reference"] == 1 and isinstance(sizes["reference"], int) and sizes["members"] == 200
+
+
+@dataclass
+class ToyConfig:
+    level: int = 1
+
+
+class ToyAudit(AuditCallback):
+    def __init__(self, config: ToyConfig) -> None:
+        super().__init__()
+        self.config = config
+
+
+def test_a_registered_audit_is_configured_built_published_and_summarised(in_tmp, monkeypatch, capsys):
+    """A new audit kind is one registry entry: the CLI declares audit.<name>, builds its callback with a
+    publisher, and the summary prints what its result holds; the CLI names no audit."""
+    from lightning_privacy import cli as cli_module
+    from lightning_privacy.callbacks.registry import AUDITS, AuditEntry
+    from lightning_privacy.results import AuditResult
+    from lightning_privacy.tracking.publish import ResultPublisher
+
+    monkeypatch.setitem(AUDITS, "toy", AuditEntry(ToyConfig, ToyAudit, "a toy audit"))
+    built = {}
+
+    def stop_before_fit(self):
+        built["cli"] = self
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_module.PrivacyCLI, "before_fit", stop_before_fit, raising=False)
+    with pytest.raises(SystemExit):
+        cli(["fit", "--config", QUICKSTART, "--audit.toy.level", "3", "--tracking.enabled", "false"])
+    c = built["cli"]
+    (toy,) = [cb for cb in c.trainer.callbacks if isinstance(cb, ToyAudit)]
+    assert toy.config.level == 3 and any(isinstance(cb, ResultPublisher) for cb in c.trainer.callbacks)
+    toy.emit(c.trainer, AuditResult(name="toy", metrics={"toy/score": 0.25, "toy/other": 9.0}, summary=("toy/score",)))
+    capsys.readouterr()
+    c._print_summary()
+    out = capsys.readouterr().out
+    assert "toy/score" in out and "0.2500" in out and "toy/other" not in out
+
+
+def test_shadow_epochs_accepts_a_rule_name(in_tmp):
+    c = cli(["--config", QUICKSTART, "--audit.membership.shadow_epochs", "early_stopping"], run=False)
+    assert c.config.audit.membership.shadow_epochs == "early_stopping"

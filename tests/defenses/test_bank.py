@@ -50,3 +50,50 @@ def test_pool_too_small_for_halves(tmp_path):
     dm, bank = _bank(tmp_path, ERM(num_classes=10, input_shape=(1, 8, 8)))
     with pytest.raises(UserInputError, match="too small"):
         bank.train("shadow", dm.role_indices("shadow")[:15], 2)
+
+
+def test_cache_key_is_canonical_and_covers_what_changes_the_models(tmp_path):
+    """(1, 8, 8) and [1, 8, 8] are one setting; batch size, trainer precision and clipping change the models."""
+    dm, bank = _bank(tmp_path, Reg(num_classes=10, input_shape=(1, 8, 8)))
+    pool = dm.role_indices("shadow")
+    key = bank.key("shadow", pool, 0)
+    _, same = _bank(tmp_path, Reg(num_classes=10, input_shape=[1, 8, 8]))
+    assert same.key("shadow", pool, 0) == key
+    dm2 = Digits(test_fraction=0.5, members=200, shadow=250, reference=250, batch_size=64)
+    dm2.setup()
+    other_batch = ModelBank(target=Reg(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm2, epochs=1, seed=0)
+    assert other_batch.key("shadow", pool, 0) != key
+    for settings in ({"precision": "bf16-mixed"}, {"gradient_clip_val": 1.0}):
+        other = ModelBank(target=Reg(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=1, seed=0,
+                          trainer_settings=settings)
+        assert other.key("shadow", pool, 0) != key
+
+
+def test_early_stopping_holds_out_validation_and_keeps_the_best_weights(tmp_path):
+    dm = Digits(test_fraction=0.5, members=200, shadow=250, reference=250)
+    dm.setup()
+    bank = ModelBank(target=ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=40, patience=2,
+                     accelerator="cpu", seed=0, cache_dir=tmp_path)
+    pool = dm.role_indices("shadow")
+    (m,) = bank.train("shadow", pool, 1)
+    half = int(balanced_halves(1, pool.numel(), seed=0)[0].sum())
+    assert int(m.in_mask.sum()) == half - round(0.1 * half)  # a seeded 10 % of the half validates, never trains
+    assert 1 <= m.epochs_trained < 40  # stopped early; the kept weights are those of the best validation epoch
+    (again,) = ModelBank(target=ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=40, patience=2,
+                         accelerator="cpu", seed=0, cache_dir=tmp_path).train("shadow", pool, 1)
+    assert again.cached and again.epochs_trained == m.epochs_trained and torch.equal(again.in_mask, m.in_mask)
+    (fixed,) = bank.__class__(target=ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm, epochs=2,
+                              accelerator="cpu", seed=0).train("shadow", pool, 1)
+    assert fixed.epochs_trained == 2 and int(fixed.in_mask.sum()) == half
+
+
+def test_a_helper_datamodule_answers_with_its_own_training_indices():
+    from lightning_privacy.defenses.bank import SubsetDataModule
+
+    dm = Digits(test_fraction=0.5, members=200, shadow=250)
+    dm.setup()
+    half = dm.role_indices("shadow")[::2]
+    sub = SubsetDataModule(dm, half)
+    assert torch.equal(sub.training_indices(), half)  # not the parent's members
+    assert not torch.equal(dm.training_indices(), half)
+    assert sub.role_indices("shadow") is dm.role_indices("shadow")  # other roles are still the parent's

@@ -3,9 +3,9 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from lightning_privacy.callbacks.gradients import collect_grad_norms
+from lightning_privacy.signals.gradients import collect_grad_norms
 from lightning_privacy.callbacks.membership import MembershipAudit, MembershipAuditConfig
-from lightning_privacy.callbacks.signals import collect_signals
+from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.data.digits import Digits
 from lightning_privacy.defenses.bank import ModelBank
 from lightning_privacy.defenses.erm import ERM

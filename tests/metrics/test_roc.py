@@ -82,3 +82,17 @@ def test_given_threshold_is_used_for_accuracy():
     scores = torch.tensor([0.9, 0.6, 0.4, 0.1])
     assert roc_metrics(scores, is_member, threshold=0.5)["acc"] == 1.0
     assert roc_metrics(scores, is_member, threshold=0.95)["acc"] == 0.5
+
+
+def test_realized_fpr_is_recorded_for_each_low_fpr_figure():
+    """Ties put every non-member at one score with half the members: the only ROC points are FPR 0 and 1, so the
+    TPR at 1 % FPR is read at a realised FPR of 0."""
+    scores = torch.tensor([2.0] * 50 + [1.0] * 50 + [1.0] * 100, dtype=torch.float64)
+    is_member = torch.tensor([True] * 100 + [False] * 100)
+    m = roc_metrics(scores, is_member, fprs=(0.01,))
+    assert m["tpr_at_fpr_0.01"] == 0.5 and m["tpr_at_fpr_0.01_realized_fpr"] == 0.0
+    from lightning_privacy.metrics.roc import roc_curve as roc_points
+
+    fpr, tpr, thresholds = roc_points(scores, is_member)
+    assert fpr.tolist() == [0.0, 0.0, 1.0] and tpr.tolist() == [0.0, 0.5, 1.0]
+    assert thresholds.tolist() == [float("inf"), 2.0, 1.0]

@@ -33,6 +33,9 @@ class MembershipAttack(ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     min_models: ClassVar[int] = 1
     threshold: Optional[float] = None
+    threshold_source: ClassVar[str] = "shadow"
+    """Where ``threshold`` (when set) comes from: ``shadow`` (fitted on shadow models) or ``fixed`` (a constant of
+    the attack, learned from nothing)."""
 
     def fit(self, data: AttackData) -> None:
         """Learn from shadow/reference models; threshold-free scores need nothing."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -12,6 +12,19 @@ from lightning_privacy.attacks.membership.signals import AttackData, Signals
 from lightning_privacy.errors import UserInputError
 
 _MIN_STD = 1e-12
+Variance = Literal["fixed", "fixed_in_out", "per_example"]
+"""``fixed``: one σ for IN and OUT, pooled over all residuals (Carlini et al.'s fixed-variance test, the default);
+``fixed_in_out``: two pooled σ, σ_in ≠ σ_out (the score is then quadratic in φ and need not be monotone);
+``per_example``: each sample's own σ_in, σ_out (the pooled σ where a side has fewer than 2 models)."""
+
+
+def _variance(variance: Variance, fixed_variance: Optional[bool]) -> Variance:
+    """``fixed_variance`` (the older flag) maps True to ``fixed`` and False to ``per_example``."""
+    if fixed_variance is not None:
+        variance = "fixed" if fixed_variance else "per_example"
+    if variance not in ("fixed", "fixed_in_out", "per_example"):
+        raise UserInputError(f"LiRA variance must be 'fixed', 'fixed_in_out' or 'per_example'; got {variance!r}")
+    return variance
 
 
 def scaled_confidence(signals: Signals) -> Tensor:
@@ -64,10 +77,14 @@ class _Fit:
         self.mean = (phi * m).sum(0) / self.count.clamp_min(1)
         self.sq = ((phi - self.mean) ** 2 * m).sum(0)
 
+    @property
+    def dof(self) -> float:
+        return float((self.count - 1).clamp_min(0).sum())
+
     def pooled_std(self) -> Optional[Tensor]:
         """One std for all samples, from the residuals about the per-sample means; None with no residual dof."""
-        dof = float((self.count - 1).clamp_min(0).sum())
-        return torch.sqrt(self.sq.sum() / dof).clamp_min(_MIN_STD) if dof > 0 else None
+        return torch.sqrt(self.sq.sum() / self.dof).clamp_min(_MIN_STD) if self.dof > 0 else None
+
 
     def std(self, pooled: Tensor, fixed_variance: bool) -> Tensor:
         """``pooled`` everywhere (fixed variance), else the unbiased per-sample std (``pooled`` under 2 models)."""
@@ -75,6 +92,12 @@ class _Fit:
             return pooled.expand_as(self.mean).clone()
         own = torch.sqrt(self.sq / (self.count - 1).clamp_min(1))
         return torch.where(self.count >= 2, own, pooled).clamp_min(_MIN_STD)
+
+
+def _shared_std(a: _Fit, b: _Fit) -> Optional[Tensor]:
+    """One std from the residuals of both fits (IN about μ_in, OUT about μ_out); None with no residual dof."""
+    dof = a.dof + b.dof
+    return torch.sqrt((a.sq.sum() + b.sq.sum()) / dof).clamp_min(_MIN_STD) if dof > 0 else None
 
 
 def _one() -> Tensor:
@@ -87,14 +110,20 @@ def _gauss_logpdf(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
 
 class LiRAOnline(MembershipAttack):
-    """Carlini et al. Alg. 1 (online): score = log N(φ; μ_in, σ_in²) − log N(φ; μ_out, σ_out²)."""
+    """Carlini et al. Alg. 1 (online): score = log N(φ; μ_in, σ_in²) − log N(φ; μ_out, σ_out²).
+
+    ``variance="fixed"`` (default): σ_in = σ_out = one σ pooled over all residuals, so the score is linear and
+    increasing in φ; ``fixed_in_out`` and ``per_example`` as in ``Variance``. The decision threshold is the
+    constant 0 (likelihood ratio 1), learned from nothing."""
 
     name = "lira_online"
     min_models = 2
     needs = frozenset({"references"})
+    threshold_source = "fixed"
 
-    def __init__(self, *, fixed_variance: bool = True) -> None:
-        self.fixed_variance = fixed_variance
+    def __init__(self, *, variance: Variance = "fixed", fixed_variance: Optional[bool] = None) -> None:
+        self.variance = _variance(variance, fixed_variance)
+        self.fixed_variance = self.variance != "per_example"
         self.threshold: Optional[float] = 0.0
         self._models: list[Signals] = []
         self._in_masks: list[Tensor] = []
@@ -121,6 +150,11 @@ class LiRAOnline(MembershipAttack):
         mu_out = torch.where(fout.has, fout.mean, fin.mean - shift)
         # A side with no residual dof (e.g. each sample IN exactly once) borrows the other side's pooled std;
         # with neither, any common σ ranks the same.
+        if self.variance == "fixed":
+            shared = _shared_std(fin, fout)
+            sd = (shared if shared is not None else _one()).expand_as(mu_in)
+            x = scaled_confidence(target)
+            return _gauss_logpdf(x, mu_in, sd) - _gauss_logpdf(x, mu_out, sd)
         p_in, p_out = fin.pooled_std(), fout.pooled_std()
         spare = p_in if p_in is not None else p_out if p_out is not None else _one()
         sd_in = fin.std(p_in if p_in is not None else spare, self.fixed_variance)
@@ -136,8 +170,12 @@ class LiRAOffline(MembershipAttack):
     min_models = 2
     needs = frozenset({"shadows"})
 
-    def __init__(self, *, fixed_variance: bool = True) -> None:
-        self.fixed_variance = fixed_variance
+    def __init__(self, *, variance: Variance = "fixed", fixed_variance: Optional[bool] = None) -> None:
+        self.variance = _variance(variance, fixed_variance)
+        if self.variance == "fixed_in_out":
+            raise UserInputError("lira_offline has OUT models only: variance 'fixed_in_out' does not apply; use "
+                                 "'fixed' or 'per_example'")
+        self.fixed_variance = self.variance != "per_example"
         self._models: list[Signals] = []
 
     def fit(self, data: AttackData) -> None:

@@ -23,7 +23,11 @@ def _log_true_prob(signals: Signals) -> Tensor:
 
 class RMIA(MembershipAttack):
     """Zarifzadeh et al.: score(x) = Pr_z[ (Pr(x|θ)/Pr(x)) / (Pr(z|θ)/Pr(z)) ≥ γ ], z over the population;
-    Pr(x) = mean over reference models, or offline ½((1 + a)·mean_OUT + (1 − a)) (their offline approximation)."""
+    Pr(x) = mean over reference models, or offline ½((1 + a)·mean_OUT + (1 − a)) (their offline approximation).
+
+    The fraction takes |Z| + 1 values only, so samples that dominate as many z tie; ties are broken by x's own
+    likelihood ratio: score = (count + ½ + atan(log ratio(x) − log γ)/π) / (|Z| + 1), which orders exactly as
+    (count, ratio) and keeps count = ⌊score · (|Z| + 1)⌋."""
 
     name = "rmia"
     min_models = 2
@@ -84,5 +88,6 @@ class RMIA(MembershipAttack):
             raise RuntimeError(f"{self.name}: call fit() before score()")
         # ratio(x)/ratio(z) ≥ γ  ⇔  log ratio(z) ≤ log ratio(x) − log γ
         cut = self._log_ratio(target) - math.log(self.gamma)
-        count = torch.searchsorted(self._sorted_pop_log_ratio, cut, right=True)
-        return count.double() / self._sorted_pop_log_ratio.numel()
+        count = torch.searchsorted(self._sorted_pop_log_ratio, cut, right=True).double()
+        tie_break = 0.5 + torch.atan(cut) / math.pi  # in (0, 1), increasing in the ratio
+        return (count + tie_break) / (self._sorted_pop_log_ratio.numel() + 1)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_privacy.callbacks.signals import collect_signals
+from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.models.predict import stable_cross_entropy
 
 

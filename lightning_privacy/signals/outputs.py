@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_privacy.attacks.membership.signals import Signals
+from lightning_privacy.signals.base import Signals
 from lightning_privacy.models.predict import predict_logits, stable_cross_entropy
 
 
@@ -36,7 +36,7 @@ def collect_signals(model: nn.Module, loader: DataLoader, *, index: Optional[Ten
     ClassifierDefense) answers with it. When it releases exactly softmax(logits), the signals are the raw logits
     and ``stable_cross_entropy`` (bit for bit); otherwise (a test-time defense such as MemGuard) they are
     ``released_signals`` of its answers, for every row. White-box signals are not collected here: gradient norms
-    come from the raw model (``callbacks/gradients.py``)."""
+    come from the raw model (``signals/gradients.py``)."""
     logits, labels = predict_logits(model, loader)
     release = getattr(model, "released_probs", None)
     if callable(release):

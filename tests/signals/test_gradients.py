@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_privacy.callbacks.gradients import collect_grad_norms, per_sample_grad_norms
+from lightning_privacy.signals.gradients import collect_grad_norms, per_sample_grad_norms
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.cnn import PaperCNN
 

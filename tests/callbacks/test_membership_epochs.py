@@ -4,17 +4,19 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_privacy.callbacks.membership import MembershipAudit, MembershipAuditConfig
 from lightning_privacy.data.digits import Digits
-from lightning_privacy.defenses.early_stopping import EarlyStoppingCheckpoints
+from lightning_privacy.defenses.erm import ERM
 from lightning_privacy.errors import UserInputError
+from lightning_privacy.tracking.publish import ResultPublisher
 from tests.conftest import REPO
 
 
 def test_audits_at_the_listed_epochs_as_steps_of_the_run(tmp_path):
     seed_everything(0)
     dm = Digits(test_fraction=0.5, members=200)
-    model = EarlyStoppingCheckpoints(audit_epochs=[1, 3], num_classes=10, input_shape=dm.input_shape)
-    audit = MembershipAudit(MembershipAuditConfig(attacks=["loss", "confidence"], bootstrap=0, artifacts=False))
-    trainer = Trainer(max_epochs=3, callbacks=[audit], logger=CSVLogger(tmp_path), enable_checkpointing=False,
+    model = ERM(num_classes=10, input_shape=dm.input_shape)
+    audit = MembershipAudit(MembershipAuditConfig(attacks=["loss", "confidence"], bootstrap=0, artifacts=False,
+                                                  epochs=[1, 3]))
+    trainer = Trainer(max_epochs=3, callbacks=[audit, ResultPublisher()], logger=CSVLogger(tmp_path), enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
     assert sorted(audit.history) == [1, 3]
@@ -33,24 +35,26 @@ def test_audits_at_the_listed_epochs_as_steps_of_the_run(tmp_path):
 
 @pytest.mark.parametrize("epochs", [[], [0, 2], [3, 2], [2, 2]])
 def test_bad_epoch_lists(epochs):
-    with pytest.raises(UserInputError, match="audit_epochs"):
-        EarlyStoppingCheckpoints(audit_epochs=epochs)
+    with pytest.raises(UserInputError, match="epochs"):
+        MembershipAudit(MembershipAuditConfig(epochs=epochs))
 
 
 def test_cli_accepts_the_config(in_tmp):
     from lightning_privacy.cli import cli
 
     c = cli(["--config", str(REPO / "conf" / "experiments" / "quickstart.yaml"),
-             "--config", str(REPO / "conf" / "defense" / "early_stopping.yaml")], run=False)
-    assert isinstance(c.model, EarlyStoppingCheckpoints) and c.model.audit_epochs == [5, 10, 20, 40]
+             "--config", str(REPO / "conf" / "audit" / "early_stopping.yaml")], run=False)
+    # the RelaxLoss paper's list for MNIST-like data (App. B.5), merged into the experiment's membership audit
+    assert c.config.audit.membership.epochs == [5, 10, 15, 20, 25, 30, 40, 50]
+    assert c.config.audit.membership.attacks == ["loss", "confidence", "entropy", "m_entropy"]
 
 
 def test_mid_training_audit_trains_shadows_for_that_many_epochs(tmp_path):
     seed_everything(0)
     dm = Digits(test_fraction=0.5, members=200, shadow=250)
-    model = EarlyStoppingCheckpoints(audit_epochs=[1], num_classes=10, input_shape=dm.input_shape)
+    model = ERM(num_classes=10, input_shape=dm.input_shape)
     audit = MembershipAudit(MembershipAuditConfig(attacks=["loss", "lira_offline"], num_shadows=2, bootstrap=0,
-                                                  artifacts=False, cache_dir=str(tmp_path / "bank")))
+                                                  artifacts=False, cache_dir=str(tmp_path / "bank"), epochs=[1]))
     trainer = Trainer(max_epochs=2, callbacks=[audit], logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
