@@ -1,9 +1,10 @@
 """PrivateTraining: DP-SGD on one module of a defense (Abadi et al. 2016, Alg. 1; class-DP paper Alg. 2).
 
 Per step: per-sample (or per-group) gradients clipped to C, summed, N(0, σ²C²) added, divided by the expected
-batch (q·n records, or q·K groups). An empty draw is still a step (noise only). The noisy gradient is written into ``.grad`` through one ordinary backward
-of Σ_p ⟨p, g_p⟩, so Lightning's DDP all-reduce and any torch optimizer work unchanged; under DDP each rank
-adds N(0, σ²C²/W) to its own clipped sum, which the all-reduce turns into N(0, σ²C²) in total.
+batch (q·n records, or q·K groups); an empty draw is still a step (noise only). The noisy gradient is written into
+``.grad`` through one ordinary backward of Σ_p ⟨p, g_p⟩, so Lightning's DDP all-reduce and any torch optimizer work
+unchanged; under DDP each rank adds N(0, σ²C²/W) to its own clipped sum, which the all-reduce turns into
+N(0, σ²C²) in total. The Lightning wiring is ``privacy/mixin.py``.
 """
 
 from __future__ import annotations

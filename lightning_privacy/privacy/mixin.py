@@ -152,8 +152,8 @@ class DPMixin:
 
     def _probe(self, x: Tensor, y: Tensor) -> None:
         """Once per fit: the per-sample consistency probe, on by default for networks not shipped here."""
-        if self._dp_probed or self.private is None or self.private.group_level:
-            return
+        if self._dp_probed or self.private is None or self.private.group_level or x.shape[0] < 2:
+            return  # (a draw of fewer than two records cannot show mixing: the next one is probed)
         self._dp_probed = True
         check = self.dp.consistency_check
         if check is None:
