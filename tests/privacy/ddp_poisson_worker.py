@@ -1,6 +1,8 @@
 """Run by test_ddp_dp.py as a script under 2-process gloo DDP: record-level DP-SGD on records whose first pixel is
 their index, so every rank writes down which records each draw sampled. Rank 0 writes a JSON summary: the
-masks of both ranks, the steps each rank took (batches seen, backward calls) and each rank's ledger.
+masks of both ranks, the steps each rank took (batches seen, backward calls), each rank's ledger, and whether the
+ranks' weights are equal (each rank adds its own noise: equal weights mean the all-reduce carried the private
+step) and moved.
 
 Usage: ddp_poisson_worker.py OUT.json [fmnist ROOT]: the second form fits the papers' CNN on real Fashion-MNIST
 members (a budgeted run) instead."""
@@ -49,7 +51,11 @@ class Record(Callback):
         private = pl_module.private
         mine = torch.tensor([self.batches, private.steps, private.ledger.steps], dtype=torch.long)
         counts = trainer.strategy.all_gather(mine)
-        out = {"counts": counts.tolist(), "epsilon": private.epsilon()}
+        flat = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
+        weights = trainer.strategy.all_gather(flat)
+        out = {"counts": counts.tolist(), "epsilon": private.epsilon(),
+               "gap": float((weights[0] - weights[1]).abs().max()),
+               "moved": float((weights[0] - pl_module.initial).abs().max())}
         if self.indexed:
             masks = trainer.strategy.all_gather(torch.stack(self.masks).to(torch.uint8))
             out["masks"] = masks.tolist()
@@ -70,6 +76,7 @@ if __name__ == "__main__":
         dm = IndexedData()
         model = ERM(num_classes=10, input_shape=(1, 8, 8), dp=DPConfig(noise_multiplier=1.0, seed=7))
         trainer_args = {"max_epochs": EPOCHS}
+    model.initial = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", use_distributed_sampler=False, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       callbacks=[Record(indexed=not fmnist)], num_sanity_val_steps=0, limit_val_batches=0,
