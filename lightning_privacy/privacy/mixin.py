@@ -87,7 +87,7 @@ class DPMixin:
         return splits.digest() if splits is not None and hasattr(splits, "digest") else "unknown"
 
     def _check_history(self) -> None:
-        """Defect: a ledger that restarts while the weights keep what they learnt without DP."""
+        """Refuse a DP fit whose account would miss what the weights already learnt without DP."""
         c, record = self.dp, self._dp_record
         trained = record["non_private_splits"]
         split = self._split_id()
