@@ -19,7 +19,7 @@ from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.results import AuditResult
 from lightning_privacy.signals.outputs import collect_signals
 from lightning_privacy.errors import UserInputError
-from lightning_privacy.privacy.epsilon_audit import canary_guesses, draw_canary_inclusion, epsilon_lower_bound
+from lightning_privacy.metrics.epsilon_audit import canary_guesses, draw_canary_inclusion, epsilon_lower_bound
 
 SCORE_ONLY = ("loss", "confidence", "entropy", "m_entropy")
 """Attacks that score a model's outputs with nothing trained: what a one-run audit can use."""

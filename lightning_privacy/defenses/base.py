@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.cnn import PaperCNN
 from lightning_privacy.privacy.config import DPConfig
-from lightning_privacy.privacy.dp_sgd import PrivateTraining, prepare_for_dp, subclass_groups
+from lightning_privacy.privacy.mixin import DPMixin
 
 
-class ClassifierDefense(LightningModule):
+class ClassifierDefense(DPMixin, LightningModule):
     """Adam on the papers' CNN with cross-entropy; a subclass overrides ``objective`` (and, rarely, the step).
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``,
     ``test/acc_top5``. ``per_sample_loss`` is what audits call signals.
 
-    ``dp`` turns on DP-SGD (privacy/dp_sgd.py) for any defense whose training objective is a sum of per-sample
-    terms; a defense that reaches member data outside that objective names why in ``dp_refusal``.
+    ``dp`` turns on DP-SGD (``privacy/mixin.py``) for any defense whose training objective is a sum of
+    per-sample terms; a defense that reaches member data outside that objective names why in ``dp_refusal``.
     """
-
-    dp_refusal: ClassVar[Optional[str]] = None
 
     def __init__(
         self,
@@ -41,7 +38,7 @@ class ClassifierDefense(LightningModule):
         dp: Optional[DPConfig] = None,
     ) -> None:
         super().__init__()
-        if dp is not None and self.dp_refusal:
+        if dp is not None and self.dp_refusal:  # before anything is built (a teacher loaded, ...)
             raise UserInputError(f"{type(self).__name__} cannot be trained with DP-SGD: {self.dp_refusal}")
         if lr <= 0:
             raise UserInputError(f"lr must be > 0; got {lr}")
@@ -55,14 +52,7 @@ class ClassifierDefense(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.dp = dp
-        if dp is not None:
-            if not isinstance(getattr(self, dp.module, None), nn.Module):
-                raise UserInputError(f"dp.module {dp.module!r} is not a module of {type(self).__name__}")
-            setattr(self, dp.module, prepare_for_dp(getattr(self, dp.module), replacement=dp.norm_replacement))
-        self.__dict__["private"] = None  # PrivateTraining of the running fit; not a submodule
-        self.dp_summary: dict[str, float] = {}
-        self._dp_pending: Any = None
+        self.configure_dp(dp)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -102,86 +92,6 @@ class ClassifierDefense(LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
-
-    # ---- DP-SGD through public Lightning hooks ---------------------------------------------------------
-    def training_loader(self, loader: DataLoader) -> DataLoader:
-        """The datamodule hands its members loader here: DP-SGD swaps it for Poisson-sampled batches."""
-        if self.dp is None:
-            return loader
-        if self.private is None:
-            trainer = self.trainer
-            if trainer.accumulate_grad_batches != 1:
-                raise UserInputError("DP-SGD accounts one noisy step per batch: set trainer.accumulate_grad_batches: 1")
-            if trainer.world_size > 1 and getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
-                raise UserInputError("DP-SGD under DDP samples each rank's shard itself (Poisson): set "
-                                     "trainer.use_distributed_sampler: false (conf/trainer/ddp_dp.yaml)")
-            c = self.dp
-            groups = None if c.level == "record" else subclass_groups(
-                loader, level=c.level, per_class=c.subclasses_per_class, seed=c.seed or 0)
-            self.__dict__["private"] = PrivateTraining(
-                c, module=getattr(self, c.module), dataset_size=len(loader.dataset), batch_size=loader.batch_size,
-                max_epochs=trainer.max_epochs, world_size=trainer.world_size, rank=trainer.global_rank, groups=groups)
-            if getattr(self, "_resumed_dp_state", None):
-                self.private.load_state_dict(self._resumed_dp_state)
-        return self.private.training_loader(loader)
-
-    def private_training_step(self, batch: tuple[Tensor, ...]) -> Tensor:
-        """One DP-SGD step's forward: the per-sample objective (or the sampled groups) waits for ``backward``."""
-        if self.private.group_level:
-            x, y, groups = batch
-            with torch.no_grad():
-                logits = self(x)
-            self._dp_pending = (x, y, groups)
-            loss = self.loss(logits, y) if y.numel() else logits.sum()
-        else:
-            x, y = batch
-            with self.private.recording():
-                logits = self(x)
-            per_sample = self.objective(logits, y)
-            self._dp_pending = per_sample
-            loss = per_sample.mean() if y.numel() else per_sample.sum()
-        if y.numel():
-            self.train_acc(logits, y)
-            self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=y.numel())
-            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=y.numel())
-        return loss
-
-    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        """Under DP-SGD the clipped, noised gradient replaces autograd's; a manual step may pass the per-sample
-        objective (n,) to ``manual_backward`` directly."""
-        if self.private is None:
-            return super().backward(loss, *args, **kwargs)
-        pending = loss if loss.ndim == 1 else self._dp_pending
-        self._dp_pending = None
-        if pending is None:
-            raise RuntimeError("DP-SGD backward without a pending per-sample objective (training_step bypassed?)")
-        penalty = self.penalty()  # a function of the weights alone: added unclipped, at no privacy cost
-        if self.private.group_level:
-            x, y, groups = pending
-            self.private.backward_groups(x, y, groups, lambda xb, yb: self.objective(self(xb), yb), penalty=penalty)
-        else:
-            self.private.backward_records(pending, penalty=penalty)
-
-    def on_train_epoch_end(self) -> None:
-        if self.private is None:
-            return
-        self.dp_summary = self.private.metrics()  # the last epoch's account, kept after fit for reports
-        for name, value in self.dp_summary.items():
-            self.log(name, value, on_epoch=True, rank_zero_only=True)
-        if self.private.should_stop(self.current_epoch + 1):
-            self.trainer.should_stop = True
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.private is not None:
-            checkpoint["dp_state"] = self.private.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._resumed_dp_state = checkpoint.get("dp_state")
-
-    def teardown(self, stage: str) -> None:
-        if self.private is not None and stage == "fit":
-            self.private.close()
-            self.__dict__["private"] = None
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

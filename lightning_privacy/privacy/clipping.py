@@ -72,7 +72,9 @@ class ClippedSum:
     norms: Tensor
     """``(n,)`` per-sample total gradient norms before clipping."""
     factors: Tensor
-    """``(n,)`` the clip factors ``min(1, C / ||g_i||)``."""
+    """``(n,)`` the clip factors ``min(1, C / ||g_i||)``; 0 for a sample whose gradient norm is not finite."""
+    nonfinite: int = 0
+    """Samples whose per-sample gradient (or its norm) was not finite: they contribute nothing to ``grads``."""
 
 
 def _opacus_grad_samplers() -> dict[type, Callable]:
@@ -189,6 +191,8 @@ class PerSampleClipper:
         """How the last :meth:`clip_and_sum` handled each recorded layer: ``"ghost"``, ``"materialize"`` (native
         per-sample gradients) or ``"opacus"`` (Opacus' grad sampler); unused layers are absent."""
         self._active = False
+        self._graph_checked = False
+        self._clip_norm = self.max_grad_norm
         self._handles: list = []
         self._ws = _Workspace()
         for layer in self._layers:
@@ -292,12 +296,18 @@ class PerSampleClipper:
 
     # ------------------------------------------------------------------ clipping
 
-    def clip_and_sum(self, per_sample_loss: Tensor) -> ClippedSum:
+    def clip_and_sum(self, per_sample_loss: Tensor, *, max_grad_norm: float | None = None) -> ClippedSum:
         """Backward ``per_sample_loss.sum()`` once; return the clipped per-sample gradients' sum.
 
         ``per_sample_loss`` has shape ``(n,)``; ``loss_i`` must depend only on sample ``i`` (batch dim first in
-        every recorded layer). Consumes the records of the last :meth:`recording`.
+        every recorded layer). Consumes the records of the last :meth:`recording`. ``max_grad_norm`` overrides the
+        clipper's C for this call (a loss scaled by s with C·s gives s times the clipped sum). A sample whose
+        gradient or norm is not finite (a NaN input, a norm beyond the dtype's range) contributes zero, in every
+        route alike, and is counted in ``nonfinite``. The first call walks the autograd graph and refuses a
+        trainable parameter that reaches the loss other than through its one recorded layer (e.g.
+        ``F.linear(h, layer.weight)``): its per-sample gradient would be wrong.
         """
+        self._clip_norm = self.max_grad_norm if max_grad_norm is None else float(max_grad_norm)
         if per_sample_loss.dim() != 1:
             raise UserInputError(f"per_sample_loss must have shape (n,); got {tuple(per_sample_loss.shape)}")
         n = per_sample_loss.shape[0]
@@ -313,6 +323,9 @@ class PerSampleClipper:
         if not per_sample_loss.requires_grad:
             raise UserInputError("per_sample_loss does not require grad: it must come from the recorded forward")
         recorded = [(self._by_name[name], rec) for name, rec in records.items()]
+        if not self._graph_checked:
+            self._check_parameter_uses(per_sample_loss, {layer.name for layer, _ in recorded})
+            self._graph_checked = True
         for layer, rec in recorded:
             for a, v in zip(rec.inputs, rec.versions):
                 if isinstance(a, Tensor) and a._version != v:
@@ -331,6 +344,37 @@ class PerSampleClipper:
         del records
         with torch.no_grad():
             return self._clip(n, recorded, out_grads, device)
+
+    def _check_parameter_uses(self, loss: Tensor, recorded: set[str]) -> None:
+        """Refuse a trainable parameter that reaches ``loss`` through more than one autograd edge (used outside its
+        layer as well) or whose layer was not recorded (used only functionally)."""
+        owner = {p: layer.name for layer in self._layers for p, _ in layer.slots}
+        uses: dict[Tensor, int] = {}
+        seen: set = set()
+        stack = [loss.grad_fn]
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            for nxt, _ in fn.next_functions:
+                if nxt is None:
+                    continue
+                var = getattr(nxt, "variable", None)
+                if var is not None:
+                    if var in owner:
+                        uses[var] = uses.get(var, 0) + 1
+                else:
+                    stack.append(nxt)
+        for p, count in uses.items():
+            name = owner[p]
+            if count > 1 or name not in recorded:
+                how = "more than once (also outside its layer)" if count > 1 else "outside its layer only"
+                raise UserInputError(
+                    f"a trainable parameter of layer '{name}' reaches the loss {how}, e.g. "
+                    "F.linear(h, layer.weight): per-sample clipping sees only the layer's own use, so the clipped "
+                    "gradient would be wrong. Call the layer itself, use a separate layer per use, or freeze the "
+                    "parameter (requires_grad_(False))")
 
     def _clip(self, n: int, recorded: list[tuple[_Layer, _Record]], out_grads: Sequence[Tensor | None],
               device: torch.device) -> ClippedSum:
@@ -365,17 +409,25 @@ class PerSampleClipper:
                     part = part + w.chunk_sq(s, e)
                 sq[s:e] = part
                 factors[s:e] = self._factors(part)
+                bad = ~torch.isfinite(part)
                 for w in chunked:
-                    w.chunk_accumulate(factors[s:e])
+                    w.chunk_accumulate(factors[s:e], bad if bool(bad.any()) else None)
         else:
             factors = self._factors(sq)
+        bad = ~torch.isfinite(sq)
+        nonfinite = int(bad.sum())
+        if nonfinite:
+            for w in works:
+                w.drop(bad)
         for w in works:
             w.finish(factors, grads)
         out = [g.to(p.dtype) if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)]
-        return ClippedSum(out, sq.sqrt(), factors)
+        return ClippedSum(out, sq.sqrt(), factors, nonfinite)
 
     def _factors(self, sq: Tensor) -> Tensor:
-        return (self.max_grad_norm / sq.sqrt()).clamp_(max=1.0)
+        """min(1, C / ||g_i||), and 0 where the squared norm is not finite (NaN or overflow)."""
+        factors = (self._clip_norm / sq.sqrt()).clamp_(max=1.0)
+        return torch.where(torch.isfinite(sq), factors, torch.zeros_like(factors))
 
 
 # ---------------------------------------------------------------------- per-layer work
@@ -435,9 +487,14 @@ class _Work:
         """Materialize samples ``s:e``'s gradients into ``self.pending``; return their squared norms."""
         raise NotImplementedError
 
-    def chunk_accumulate(self, c: Tensor) -> None:
+    def drop(self, bad: Tensor) -> None:
+        """Zero the rows of ``bad`` samples in whatever ``finish`` reads (non-finite per-sample gradients)."""
+
+    def chunk_accumulate(self, c: Tensor, bad: Tensor | None = None) -> None:
         for i, g in self.pending.items():
             g = g.reshape(g.shape[0], -1)
+            if bad is not None:
+                g = _zero_rows(g, bad)
             c = c if c.dtype == g.dtype else c.to(g.dtype)
             if i in self.acc:
                 self.acc[i].addmv_(g.T, c)
@@ -455,6 +512,13 @@ class _Work:
 
     def buf(self, role: str, shape: Sequence[int], like: Tensor) -> Tensor:
         return self.ws.get((self.layer.name, role), shape, like)
+
+
+def _zero_rows(t: Tensor | None, bad: Tensor) -> Tensor | None:
+    """``t`` (batch dim first) with the rows of ``bad`` samples set to zero (NaN and inf included)."""
+    if t is None:
+        return None
+    return torch.where(bad.view(-1, *([1] * (t.dim() - 1))), torch.zeros((), dtype=t.dtype, device=t.device), t)
 
 
 def _sq_rows(g: Tensor) -> Tensor:
@@ -502,6 +566,9 @@ class _LinearWork(_Work):
         if not self.ghost and self.w is not None:
             self.chunked = True
             self.elems_per_sample = p * d
+
+    def drop(self, bad: Tensor) -> None:
+        self.a, self.b, self.b_sum = _zero_rows(self.a, bad), _zero_rows(self.b, bad), _zero_rows(self.b_sum, bad)
 
     def whole_batch_sq(self, sq: Tensor) -> None:
         if self.bias is not None:
@@ -626,6 +693,10 @@ class _ConvWork(_Work):
 
     def _b(self, s: int, e: int) -> Tensor:
         return self.b[s:e].reshape((e - s) * self.g, self.p_g, self.t)
+
+    def drop(self, bad: Tensor) -> None:
+        self.x, self.b, self.b_sum = _zero_rows(self.x, bad), _zero_rows(self.b, bad), _zero_rows(self.b_sum, bad)
+        self.xp = None
 
     def whole_batch_sq(self, sq: Tensor) -> None:
         if self.b_sum is not None:

@@ -58,8 +58,8 @@ class RunRecorder(Callback):
         """Class-/subclass-DP's groups exist once the training loader is built: the run keeps them."""
         private = getattr(pl_module, "private", None)
         groups = getattr(private, "groups", None)
-        if groups is None or self.resumed:
-            return
+        if groups is None or self.resumed or not getattr(pl_module, "logs_member_metrics", True):
+            return  # the groups are a statistic of the members: logged only with dp.log_member_metrics
         arrays = {"group": groups.numpy()}
         if hasattr(trainer.datamodule, "training_indices"):
             arrays["index"] = trainer.datamodule.training_indices().numpy()  # the pool index of each record

@@ -44,9 +44,15 @@ def test_quickstart_with_dp_and_the_epsilon_audit_logs_epsilon_every_epoch(in_tm
             "mia/best/auc", "privacy/aop_lambda_2", "dp/delta"} <= set(m)
     assert m["dp/epsilon_lb"] <= values[-1]
     assert any(k.endswith("target_epsilon") and float(v) == target for k, v in run.data.params.items())
+    assert not {"train/loss", "train/acc", "dp/clipped_fraction"} & set(m)  # member statistics stay unlogged
     if level != "record":
-        assert {f"dp/{level}_epsilon", f"dp/{level}_epsilon_thm1", f"dp/{level}_thm1_valid"} <= set(m)
-        assert "dp_groups.npz" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {f"dp/{level}_epsilon", f"dp/{level}_epsilon_rdp", f"dp/{level}_epsilon_thm1",
+                f"dp/{level}_thm1_valid"} <= set(m)
+        assert m[f"dp/{level}_epsilon"] <= m[f"dp/{level}_epsilon_rdp"]
+        assert "dp_groups.npz" not in {a.path for a in client.list_artifacts(run.info.run_id)}
+    if level == "subclass":
+        assert run.data.tags["dp.subclass_source"] == "reference"
+    assert run.data.tags["dp.reproducible_noise"] == "false"
 
 
 def test_the_dp_block_stacks_on_another_defense(in_tmp):

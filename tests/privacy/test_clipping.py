@@ -475,3 +475,66 @@ def _named(**children: nn.Module) -> nn.Module:
     for k, v in children.items():
         m.add_module(k, v)
     return m
+
+
+# ---------------------------------------------------------------------- issue 9: bad records, reused parameters
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.norm = nn.GroupNorm(2, 4)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.norm(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("bad", ["nan", "overflow"])
+def test_a_non_finite_sample_contributes_zero_in_every_route(bad: str) -> None:
+    """Issue 9.7: a NaN input, or a per-sample norm beyond float32's range, leaves the others' clipped sum intact
+    and the same whichever route (ghost norm or materialized) each layer takes; the sample is counted."""
+    torch.manual_seed(0)
+    model = SmallCNN()
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
+    x[2] = float("nan") if bad == "nan" else 1e30
+    keep = torch.arange(6) != 2
+    results = {}
+    for strategy in STRATEGIES:
+        with PerSampleClipper(model, max_grad_norm=1.0, strategy=strategy) as clipper:
+            with clipper.recording():
+                loss = F.cross_entropy(model(x), y, reduction="none")
+            out = clipper.clip_and_sum(loss)
+            with clipper.recording():
+                clean = clipper.clip_and_sum(F.cross_entropy(model(x[keep]), y[keep], reduction="none"))
+        assert out.nonfinite == 1 and float(out.factors[2]) == 0.0
+        for g, c in zip(out.grads, clean.grads):
+            assert torch.isfinite(g).all()
+            torch.testing.assert_close(g, c, atol=1e-5, rtol=1e-4)
+        results[strategy] = out.grads
+    for g, h in zip(results["ghost"], results["materialize"]):
+        torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4)
+
+
+class ReusedWeight(nn.Module):
+    def __init__(self, functional_only: bool = False) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.functional_only = functional_only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.a(x))
+        if self.functional_only:
+            return F.linear(h, self.b.weight, self.b.bias)
+        return self.b(h) + F.linear(h, self.a.weight)[:, :2]
+
+
+@pytest.mark.parametrize("functional_only", [False, True])
+def test_a_parameter_used_outside_its_layer_is_refused(functional_only: bool) -> None:
+    model = ReusedWeight(functional_only)
+    with PerSampleClipper(model, max_grad_norm=1.0) as clipper:
+        with clipper.recording():
+            loss = model(torch.randn(5, 4)).sum(1)
+        with pytest.raises(UserInputError, match="reaches the loss"):
+            clipper.clip_and_sum(loss)

@@ -12,7 +12,7 @@ from scipy.special import expit, logit
 from scipy.stats import binom
 
 from lightning_privacy.errors import UserInputError
-from lightning_privacy.privacy.epsilon_audit import (
+from lightning_privacy.metrics.epsilon_audit import (
     audit_p_value,
     canary_guesses,
     draw_canary_inclusion,
