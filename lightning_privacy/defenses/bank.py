@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping
 from rich.progress import Progress
 from torch import Tensor
 from torchmetrics import Metric
@@ -72,6 +73,35 @@ class BankModel:
     pool: Tensor
     in_mask: Tensor
     cached: bool
+    epochs_trained: int = 0
+
+
+class _SubsetWithValidation(SubsetDataModule):
+    """A helper's training half less a seeded validation share, which its early stopping monitors."""
+
+    def __init__(self, parent: Any, indices: Tensor, val_indices: Tensor) -> None:
+        super().__init__(parent, indices)
+        self.val_indices = val_indices
+
+    def val_dataloader(self) -> Any:
+        return self.parent.index_dataloader(self.val_indices)
+
+
+class _KeepBest(Callback):
+    """Keeps the weights of the best monitored epoch in memory and restores them when fit ends."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor, self.best, self.state = monitor, float("-inf"), None
+
+    def on_validation_end(self, trainer: Trainer, model: LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best = float(value)
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_fit_end(self, trainer: Trainer, model: LightningModule) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
 
 
 class ModelBank:
@@ -90,7 +120,12 @@ class ModelBank:
         accelerator: str = "auto",
         seed: int = 0,
         cache_dir: Optional[Path] = None,
+        patience: Optional[int] = None,
+        monitor: str = "val/acc",
     ) -> None:
+        if patience is not None and patience < 1:
+            raise UserInputError(f"early-stopping patience must be >= 1 (or null: a fixed epoch count); got {patience}")
+        self.patience, self.monitor = patience, monitor
         if epochs < 1:
             raise UserInputError(f"shadow/reference models need at least 1 epoch; got {epochs}")
         self.target, self.datamodule, self.recipe = target, datamodule, recipe
@@ -121,7 +156,7 @@ class ModelBank:
         blob = json.dumps({
             "recipe": self.recipe, "class": type(self.target).__qualname__, "hparams": {k: repr(v) for k, v in hp.items()},
             "split": self.datamodule.splits.digest(), "kind": kind, "k": k, "epochs": self.epochs,
-            "limit": self.limit_train_batches, "seed": self.seed,
+            "limit": self.limit_train_batches, "seed": self.seed, "patience": self.patience, "monitor": self.monitor,
             "pool": hashlib.sha256(pool.numpy().tobytes()).hexdigest(),
         }, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -149,14 +184,30 @@ class ModelBank:
         path = self.cache_dir / f"{kind}-{self._key(kind, pool, i)}.pt" if self.cache_dir else None
         if path is not None and path.is_file():
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=True)
+            epochs_path = path.with_suffix(".epochs")
+            epochs = int(epochs_path.read_text()) if epochs_path.is_file() else self.epochs
+            return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=True, epochs_trained=epochs)
+        train = pool[in_mask]
+        callbacks: list[Callback] = []
+        if self.patience is None:
+            datamodule: SubsetDataModule = SubsetDataModule(self.datamodule, train)
+            validation: dict[str, Any] = {"limit_val_batches": 0}
+        else:  # a seeded 10 % of the training half is this helper's validation split
+            order = torch.randperm(train.numel(), generator=torch.Generator().manual_seed(self.seed * 7 + i + 1))
+            n_val = max(1, train.numel() // 10)
+            datamodule = _SubsetWithValidation(self.datamodule, train[order[n_val:]], train[order[:n_val]])
+            callbacks = [EarlyStopping(self.monitor, patience=self.patience, mode="max"), _KeepBest(self.monitor)]
+            validation = {}
         with quiet_lightning():
             trainer = Trainer(max_epochs=self.epochs, limit_train_batches=self.limit_train_batches, logger=False,
                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                              accelerator=self.accelerator, devices=1, num_sanity_val_steps=0, limit_val_batches=0)
-            trainer.fit(model, datamodule=SubsetDataModule(self.datamodule, pool[in_mask]))
+                              accelerator=self.accelerator, devices=1, num_sanity_val_steps=0, callbacks=callbacks,
+                              **validation)
+            trainer.fit(model, datamodule=datamodule)
         self.trained += 1
+        epochs_trained = trainer.current_epoch
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), path)
-        return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=False)
+            path.with_suffix(".epochs").write_text(str(epochs_trained))
+        return BankModel(model=model.eval(), pool=pool, in_mask=in_mask, cached=False, epochs_trained=epochs_trained)
