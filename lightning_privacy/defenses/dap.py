@@ -91,7 +91,7 @@ class DAP(ClassifierDefense):
         num_classes: int = 10,
         shadow_role: ShadowRole = "nonmembers",
         num_shadows: int = 10,
-        shadow_max_epochs: int = 5,
+        shadow_max_epochs: int = 10,
         shadow_patience: Optional[int] = 25,
         r: float = 0.5,
         disc_max_epochs: int = 100,
