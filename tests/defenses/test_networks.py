@@ -75,3 +75,23 @@ def test_a_non_default_network_trains_and_is_audited_through_the_cli(in_tmp):
     assert "test/acc" in run.data.metrics and "mia/best/auc" in run.data.metrics
     loaded = ERM.load_from_checkpoint(run.data.tags["audit.checkpoint"])
     assert isinstance(loaded.net, ClassDPCNN)
+
+
+@pytest.mark.parametrize("net", [
+    {"class_path": "lightning_privacy.models.wrn.WideResNet", "init_args": {"depth": 10, "width": 1, "groups": 4}},
+    SMALL_NET,
+])
+def test_the_added_networks_train_with_dp_sgd(net):
+    """WRN uses GroupNorm and ClassDPCNN no normalization: both take DP-SGD's per-sample clipping as they are."""
+    from lightning.pytorch import Trainer
+
+    from lightning_privacy.privacy.config import DPConfig
+
+    dm = Digits(test_fraction=0.5, members=200)
+    model = ERM(num_classes=dm.num_classes, input_shape=dm.input_shape, net=net, dp=DPConfig(noise_multiplier=1.0))
+    before = [p.detach().clone() for p in model.net.parameters()]
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    assert trainer.callback_metrics["dp/epsilon"] > 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.net.parameters()))
