@@ -3,25 +3,42 @@ inference model trained on members vs the reference pool."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_privacy.defenses.bank import SubsetDataModule
 from lightning_privacy.defenses.base import ClassifierDefense
 from lightning_privacy.errors import UserInputError
 
 
-class InferenceModel(nn.Module):
-    """h(f(x), y): the probability that (x, y) is a member, from the softmax output and the one-hot label."""
+def _mlp(widths: Sequence[int], *, last_activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if last_activation or i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
 
-    def __init__(self, num_classes: int, width: int = 64) -> None:
+
+class InferenceModel(nn.Module):
+    """h(f(x), y): the probability that (x, y) is a member, from the softmax output and the one-hot label.
+
+    Default sizes are those of Nasr et al.'s released code: f(x) through 1024-512-64, the label through 128-64,
+    their concatenation through 512-256-128-64-1."""
+
+    def __init__(self, num_classes: int, output_widths: Sequence[int] = (1024, 512, 64),
+                 label_widths: Sequence[int] = (128, 64), head_widths: Sequence[int] = (512, 256, 128, 64)) -> None:
         super().__init__()
+        if not output_widths or not label_widths or min([*output_widths, *label_widths, *head_widths, 1]) < 1:
+            raise UserInputError(f"inference model widths must be positive and the branches non-empty; got "
+                                 f"{list(output_widths)}, {list(label_widths)}, {list(head_widths)}")
         self.num_classes = num_classes
-        self.output_branch = nn.Sequential(nn.Linear(num_classes, width), nn.ReLU(), nn.Linear(width, width // 2))
-        self.label_branch = nn.Sequential(nn.Linear(num_classes, width // 2))
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(width, width // 2), nn.ReLU(), nn.Linear(width // 2, 1))
+        self.output_branch = _mlp([num_classes, *output_widths], last_activation=True)
+        self.label_branch = _mlp([num_classes, *label_widths], last_activation=True)
+        self.head = _mlp([output_widths[-1] + label_widths[-1], *head_widths, 1], last_activation=False)
 
     def forward(self, probs: Tensor, labels: Tensor) -> Tensor:
         onehot = F.one_hot(labels, self.num_classes).float()
@@ -29,8 +46,9 @@ class InferenceModel(nn.Module):
 
 
 class AdvReg(ClassifierDefense):
-    """Per step: ``attack_steps`` updates of h (members vs reference samples: maximize its gain), then one
-    update of the classifier on min CE + α · log h(f(x), y) over the members' batch."""
+    """Nasr et al. Alg. 1, per training step: ``attack_steps`` updates of h, each on a freshly drawn member batch
+    against a fresh reference batch (maximize its gain), then one update of the classifier on
+    min CE + α · log h(f(x), y) over the step's own member batch. The first ``warmup_epochs`` train plain ERM."""
 
     dp_refusal = "its inference model is trained on the members without noise, and the classifier then follows it"
 
@@ -40,17 +58,24 @@ class AdvReg(ClassifierDefense):
         alpha: float = 1.0,
         attack_steps: int = 1,
         attack_lr: float = 1e-3,
-        warmup_epochs: int = 0,
+        warmup_epochs: int = 1,
+        inference_output_widths: Sequence[int] = (1024, 512, 64),
+        inference_label_widths: Sequence[int] = (128, 64),
+        inference_head_widths: Sequence[int] = (512, 256, 128, 64),
         **kwargs: Any,
     ) -> None:
         if alpha < 0:
             raise UserInputError(f"AdvReg's alpha (the adversarial weight) must be >= 0; got {alpha}")
         if attack_steps < 1:
             raise UserInputError(f"attack_steps must be >= 1; got {attack_steps}")
+        if warmup_epochs < 0:
+            raise UserInputError(f"warmup_epochs must be >= 0; got {warmup_epochs}")
         super().__init__(num_classes=num_classes, **kwargs)
         self.automatic_optimization = False
-        self.inference = InferenceModel(num_classes)
+        self.inference = InferenceModel(num_classes, inference_output_widths, inference_label_widths,
+                                        inference_head_widths)
         self._reference: Optional[Iterator] = None
+        self._members: Optional[Iterator] = None
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
@@ -58,18 +83,29 @@ class AdvReg(ClassifierDefense):
             raise UserInputError("AdvReg trains its inference model on members vs the reference role, which is "
                                  "empty: set data.init_args.reference (e.g. 0.1)")
 
-    def _reference_batch(self) -> tuple[Tensor, Tensor]:
-        """An endless shuffled stream over the reference role, one members-sized batch at a time."""
+    def _stream(self, attribute: str, indices: Any) -> tuple[Tensor, Tensor]:
+        """The next batch of an endless shuffled stream over these pool indices, one members-sized batch a time."""
+        dm = self.trainer.datamodule
+        parent = dm.parent if isinstance(dm, SubsetDataModule) else dm
         while True:
-            if self._reference is None:
-                dm = self.trainer.datamodule
-                self._reference = iter(dm.index_dataloader(dm.role_indices("reference"), batch_size=dm.batch_size,
-                                                           shuffle=True))
+            if getattr(self, attribute) is None:
+                setattr(self, attribute, iter(parent.index_dataloader(indices(), batch_size=parent.batch_size,
+                                                                      shuffle=True)))
             try:
-                x, y = next(self._reference)
+                x, y = next(getattr(self, attribute))
                 return x.to(self.device), y.to(self.device)
             except StopIteration:
-                self._reference = None
+                setattr(self, attribute, None)
+
+    def _reference_batch(self) -> tuple[Tensor, Tensor]:
+        """A fresh batch of the reference role (the defender's non-members)."""
+        return self._stream("_reference", lambda: self.trainer.datamodule.role_indices("reference"))
+
+    def _member_batch(self) -> tuple[Tensor, Tensor]:
+        """A fresh batch of the samples this model trains on (a bank helper: its own training half)."""
+        dm = self.trainer.datamodule
+        return self._stream("_members", lambda: dm.indices if isinstance(dm, SubsetDataModule)
+                            else dm.training_indices())
 
     def inference_gain(self, x_in: Tensor, y_in: Tensor, x_ref: Tensor, y_ref: Tensor) -> Tensor:
         """BCE of h on members (label 1) and reference samples (label 0): h's training loss, its gain negated."""
@@ -89,9 +125,10 @@ class AdvReg(ClassifierDefense):
         adversarial = self.current_epoch >= self.hparams.warmup_epochs and self.hparams.alpha > 0
         if adversarial:
             self.inference.requires_grad_(True)
-            for _ in range(self.hparams.attack_steps):  # maximize the inference gain
+            for _ in range(self.hparams.attack_steps):  # maximize the inference gain, fresh batches each step
+                x_in, y_in = self._member_batch()
                 x_ref, y_ref = self._reference_batch()
-                attack_loss = self.inference_gain(x, y, x_ref, y_ref)
+                attack_loss = self.inference_gain(x_in, y_in, x_ref, y_ref)
                 attack_opt.zero_grad()
                 self.manual_backward(attack_loss)
                 attack_opt.step()
@@ -103,9 +140,7 @@ class AdvReg(ClassifierDefense):
         classifier_opt.zero_grad()
         self.manual_backward(loss)
         classifier_opt.step()
-        self.train_acc(logits, y)
-        self.log("train/loss", ce, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log_train_metrics(ce, logits, y)
         self.log("advreg/objective", loss, on_step=False, on_epoch=True)
         return loss
 

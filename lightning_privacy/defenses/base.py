@@ -11,13 +11,19 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_privacy.errors import UserInputError
-from lightning_privacy.models.cnn import PaperCNN
+from lightning_privacy.models.net import build_net, net_spec
 from lightning_privacy.privacy.config import DPConfig
 from lightning_privacy.privacy.mixin import DPMixin
 
 
 class ClassifierDefense(DPMixin, LightningModule):
-    """Adam on the papers' CNN with cross-entropy; a subclass overrides ``objective`` (and, rarely, the step).
+    """Adam on a network (``net``: ``{class_path, init_args}``, the papers' CNN by default) with cross-entropy;
+    a subclass overrides ``objective`` (and, rarely, the step).
+
+    The network is built with this defense's ``input_shape`` and ``num_classes`` (and ``dropout`` when > 0) and
+    reached only through the protocol of ``lightning_privacy/models/net.py`` (``penultimate``, ``last_layer``,
+    ``named_layers``). ``hparams.net`` holds the spec as plain data, so ``type(model)(**model.hparams)`` builds
+    a fresh, independent network (the shadow bank) and checkpoints reload it.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``,
     ``test/acc_top5``. ``per_sample_loss`` is what audits call signals.
@@ -30,8 +36,7 @@ class ClassifierDefense(DPMixin, LightningModule):
         self,
         num_classes: int = 10,
         input_shape: Sequence[int] = (1, 28, 28),
-        channels: Sequence[int] = (32, 64, 128),
-        hidden: int = 128,
+        net: Optional[dict[str, Any]] = None,
         dropout: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -47,7 +52,8 @@ class ClassifierDefense(DPMixin, LightningModule):
         if not 0.0 <= dropout < 1.0:
             raise UserInputError(f"dropout must be in [0, 1); got {dropout}")
         self.save_hyperparameters(logger=False)
-        self.net = PaperCNN(tuple(input_shape), num_classes, tuple(channels), hidden, dropout)
+        self.hparams["net"] = net_spec(net)  # plain data: a rebuild from hparams gets a fresh network
+        self.net = build_net(self.hparams["net"], input_shape=input_shape, num_classes=num_classes, dropout=dropout)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -59,7 +65,21 @@ class ClassifierDefense(DPMixin, LightningModule):
 
     @property
     def last_layer(self) -> nn.Linear:
-        return self.net.prediction
+        """The network's final Linear layer (the protocol's ``last_layer``)."""
+        return self.net.last_layer
+
+    def penultimate(self, x: Tensor) -> Tensor:
+        """The last layer's input (the protocol's ``penultimate``); ``forward`` is ``last_layer`` of it."""
+        return self.net.penultimate(x)
+
+    def log_train_metrics(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        """``train/loss`` and ``train/acc`` of a training batch, per epoch; nothing when the module says it must not
+        log member metrics (``logs_member_metrics`` False, e.g. under DP-SGD)."""
+        if not getattr(self, "logs_member_metrics", True):
+            return
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=y.numel())
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=y.numel())
 
     def released_probs(self, logits: Tensor) -> Tensor:
         """The score vectors a black-box client receives for these logits; a test-time defense overrides it."""
@@ -88,9 +108,7 @@ class ClassifierDefense(DPMixin, LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log_train_metrics(loss, logits, y)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -14,7 +14,7 @@ from torch import Tensor
 from lightning_privacy.defenses.bank import MIN_HALF, BankModel, ModelBank
 from lightning_privacy.defenses.base import ClassifierDefense
 from lightning_privacy.errors import UserInputError
-from lightning_privacy.models.binary import fit_binary
+from lightning_privacy.models.binary import binary_accuracy, fit_binary
 from lightning_privacy.models.discriminator import Discriminator, discriminator_features
 from lightning_privacy.models.predict import predict_logits
 
@@ -48,27 +48,39 @@ def discriminator_dataset(shadows: Sequence[BankModel], datamodule: Any) -> Disc
         raise UserInputError(
             f"DAP's {len(shadows)} shadow models misclassify none of their samples, so the discriminator has no "
             "training data (it learns from misclassified samples only, DAP paper Sec. 3); expected at least one; "
-            "lower model.init_args.shadow_epochs or choose a larger/harder shadow_role")
+            "lower model.init_args.shadow_max_epochs or choose a larger/harder shadow_role")
     return data
 
 
-def train_discriminator(disc: Discriminator, data: DiscriminatorData, *, epochs: int, lr: float, seed: int,
-                        batch_size: int = 256) -> float:
-    """Fit D with class-balanced BCE (Adam, mini-batches); returns its training accuracy at threshold 0.5."""
+def train_discriminator(disc: Discriminator, data: DiscriminatorData, *, max_epochs: int, lr: float, seed: int,
+                        batch_size: int = 32, patience: Optional[int] = 25) -> tuple[float, int]:
+    """Fit D on DATA_MIA (DAP paper Sec. 4: Adam, batch 32, to convergence with early stopping on validation
+    accuracy): a seeded 10 % of the rows is D's validation split; plain BCE as in the authors' code. Returns D's
+    training accuracy at threshold 0.5 and the epochs it trained."""
     device = next(disc.parameters()).device
     x, t = data.features.to(device), data.member.to(device)
-    fit_binary(disc, x, t, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    with torch.no_grad():
-        return float(((disc(x) > 0).float() == t).float().mean())
+    order = torch.randperm(len(t), generator=torch.Generator().manual_seed(seed + 17)).to(device)
+    n_val = max(1, len(t) // 10) if patience is not None and len(t) >= 20 else 0
+    val, train = order[:n_val], order[n_val:]
+    disc.standardize_with(x[train])
+    epochs = fit_binary(disc, x[train], t[train], epochs=max_epochs, lr=lr, batch_size=batch_size, seed=seed,
+                        balanced=False, validation=(x[val], t[val]) if n_val else None,
+                        patience=patience if n_val else None)
+    return binary_accuracy(disc, x[train], t[train]), epochs
 
 
 class DAP(ClassifierDefense):
-    """C_DAP: each batch, cross-entropy updates all weights, then beta * adversarial loss from a frozen
-    discriminator on the batch's misclassified samples updates the last layer only (Eq. 2; beta: Eq. 3).
+    """C_DAP: each batch, cross-entropy updates all weights; then the *updated* classifier's misclassified
+    predictions go through a frozen discriminator and beta * adversarial loss updates the last layer only (Eq. 2;
+    beta: Eq. 3). One Adam optimizer serves both steps, as in the authors' released code: its moment estimates
+    see the cross-entropy and the beta-weighted adversarial gradients of the last layer together, so beta sets
+    their relative weight (a separate Adam for step 2 would normalize beta away).
 
-    DAPt trains the K shadows on the non-member (test) role, DAPv on the validation role (Sec. 4).
-    ``reuse_features`` (default) feeds step (2) the penultimate features of step (1)'s forward, one step stale,
-    with the updated last layer; ``false`` recomputes them after the update (one more forward per batch).
+    DAPt trains the K shadows on the non-member (test) role, DAPv on the validation role (Sec. 4). The shadows
+    are ERM models with this defense's network, trained to convergence with early stopping (patience
+    ``shadow_patience`` on validation accuracy, Sec. 4) for at most ``shadow_max_epochs``.
+    ``stale_features_approximation`` (off by default) feeds step (2) the penultimate features of step (1)'s
+    forward, one update stale, instead of a second forward of the updated network: faster, not the paper's order.
     """
 
     dp_refusal = ("its adversarial step feeds the members' misclassified predictions through the discriminator "
@@ -79,21 +91,26 @@ class DAP(ClassifierDefense):
         num_classes: int = 10,
         shadow_role: ShadowRole = "nonmembers",
         num_shadows: int = 10,
-        shadow_epochs: int = 5,
+        shadow_max_epochs: int = 10,
+        shadow_patience: Optional[int] = 25,
         r: float = 0.5,
-        disc_epochs: int = 30,
+        disc_max_epochs: int = 100,
+        disc_patience: Optional[int] = 25,
+        disc_batch_size: int = 32,
         disc_lr: float = 1e-3,
         seed: int = 0,
         shadow_cache_dir: Optional[str] = None,
-        reuse_features: bool = True,
+        stale_features_approximation: bool = False,
         **kwargs: Any,
     ) -> None:
         if shadow_role not in ("nonmembers", "validation"):
             raise UserInputError(f"shadow_role must be 'nonmembers' (DAPt) or 'validation' (DAPv); got {shadow_role!r}")
         if r < 0:
             raise UserInputError(f"r (the weight of the adversarial loss, DAP Eq. 3) must be >= 0; got {r}")
-        for name, value in (("num_shadows", num_shadows), ("shadow_epochs", shadow_epochs),
-                            ("disc_epochs", disc_epochs)):
+        for name, value in (("num_shadows", num_shadows), ("shadow_max_epochs", shadow_max_epochs),
+                            ("disc_max_epochs", disc_max_epochs), ("disc_batch_size", disc_batch_size),
+                            ("shadow_patience", 1 if shadow_patience is None else shadow_patience),
+                            ("disc_patience", 1 if disc_patience is None else disc_patience)):
             if value < 1:
                 raise UserInputError(f"{name} must be >= 1; got {value}")
         if disc_lr <= 0:
@@ -104,6 +121,8 @@ class DAP(ClassifierDefense):
         self.register_buffer("beta", torch.tensor(1.0))  # Eq. 3: 1 in the first epoch
         self.disc_train_acc = float("nan")
         self.disc_samples = 0
+        self.disc_epochs = 0
+        self.shadow_epochs: list[int] = []
         self._warned_beta = False
 
     def train(self, mode: bool = True) -> "DAP":
@@ -122,6 +141,14 @@ class DAP(ClassifierDefense):
                                  "target fits plain dataloaders: use shadow_recipe: erm to audit DAP)")
         self.fit_discriminator(dm)
 
+    def shadow_template(self) -> ClassifierDefense:
+        """The shadows' recipe: ERM with this defense's network, input shape and optimizer settings."""
+        from lightning_privacy.defenses.erm import ERM
+
+        hp = self.hparams
+        return ERM(num_classes=hp.num_classes, input_shape=hp.input_shape, net=hp.net, lr=hp.lr,
+                   weight_decay=hp.weight_decay)
+
     def fit_discriminator(self, dm: Any) -> DiscriminatorData:
         """Train the K shadows on balanced halves of ``shadow_role``, build DATA_MIA, train and freeze D."""
         hp = self.hparams
@@ -131,14 +158,17 @@ class DAP(ClassifierDefense):
                 f"DAP's shadow_role {hp.shadow_role!r} has {pool.numel()} samples: too small for {hp.num_shadows} "
                 f"shadow models trained on halves (each half needs at least {MIN_HALF}, so >= {2 * MIN_HALF} "
                 f"samples); enlarge data.init_args.{hp.shadow_role} or use the other shadow_role")
-        bank = ModelBank(target=self, datamodule=dm, recipe="erm", epochs=hp.shadow_epochs, seed=hp.seed,
+        bank = ModelBank(target=self.shadow_template(), datamodule=dm, recipe="target", epochs=hp.shadow_max_epochs,
+                         patience=hp.shadow_patience, monitor="val/acc", seed=hp.seed,
                          accelerator="cpu" if self.device.type == "cpu" else "auto",
                          cache_dir=Path(hp.shadow_cache_dir) if hp.shadow_cache_dir else None)
         with torch.random.fork_rng(devices=[]):  # the shadows' seeding must not reseed C_DAP's own training
             shadows = bank.train(f"dap-{hp.shadow_role}", pool, hp.num_shadows)
+        self.shadow_epochs = [s.epochs_trained for s in shadows]
         data = discriminator_dataset(shadows, dm)
-        self.disc_train_acc = train_discriminator(self.discriminator, data, epochs=hp.disc_epochs, lr=hp.disc_lr,
-                                                  seed=hp.seed)
+        self.disc_train_acc, self.disc_epochs = train_discriminator(
+            self.discriminator, data, max_epochs=hp.disc_max_epochs, lr=hp.disc_lr, seed=hp.seed,
+            batch_size=hp.disc_batch_size, patience=hp.disc_patience)
         self.disc_samples = len(data)
         return data
 
@@ -154,34 +184,32 @@ class DAP(ClassifierDefense):
         return F.binary_cross_entropy_with_logits(member_logits, torch.zeros_like(member_logits))
 
     def adversarial_step(self, penultimate: Tensor, y: Tensor, optimizer: Any) -> Optional[Tensor]:
-        """beta * adversarial loss on the current last layer's predictions from these (detached) penultimate
-        features updates the last fully connected layer only."""
+        """Step (2): beta * adversarial loss on the last layer's predictions from these (detached) penultimate
+        features; only the last layer receives a gradient, so the shared optimizer updates only it."""
         adv = self.adversarial_loss(self.last_layer(penultimate.detach()), y)
         if adv is not None:
-            optimizer.zero_grad()
+            optimizer.zero_grad()  # set_to_none: the other layers have no gradient and are skipped
             self.manual_backward(self.beta * adv)
             optimizer.step()
         return None if adv is None else adv.detach()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        classifier_opt, last_layer_opt = self.optimizers()
+        optimizer = self.optimizers()
         # (1) categorical cross-entropy updates all the classifier's weights
-        penultimate = self.net.dense(self.net.features(x))
+        penultimate = self.penultimate(x)
         logits = self.last_layer(penultimate)
         ce = self.loss(logits, y)
-        classifier_opt.zero_grad()
+        optimizer.zero_grad()
         self.manual_backward(ce)
-        classifier_opt.step()
-        # (2) misclassified samples through the frozen D: beta * adversarial loss updates the last layer.
-        # reuse_features: the features of (1)'s forward, one step stale; else a second forward after the update.
-        if not self.hparams.reuse_features:
+        optimizer.step()
+        # (2) the updated classifier's misclassified predictions through the frozen D: beta * adversarial loss
+        # updates the last layer. Its input needs no gradient, so the second forward runs without autograd.
+        if not self.hparams.stale_features_approximation:
             with torch.no_grad():
-                penultimate = self.net.dense(self.net.features(x))
-        adv = self.adversarial_step(penultimate, y, last_layer_opt)
-        self.train_acc(logits, y)
-        self.log("train/loss", ce, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+                penultimate = self.penultimate(x)
+        adv = self.adversarial_step(penultimate, y, optimizer)
+        self.log_train_metrics(ce, logits, y)
         if adv is not None:
             self.log("dap/adv_loss", adv, on_step=False, on_epoch=True)
         return ce.detach()
@@ -200,6 +228,9 @@ class DAP(ClassifierDefense):
         self.log("dap/beta", float(self.beta))
         self.log("dap/disc_train_acc", self.disc_train_acc)
         self.log("dap/disc_samples", float(self.disc_samples))
+        self.log("dap/disc_epochs", float(self.disc_epochs))
+        if self.shadow_epochs:
+            self.log("dap/shadow_epochs_mean", sum(self.shadow_epochs) / len(self.shadow_epochs))
 
     def on_train_epoch_end(self) -> None:
         dm = self.trainer.datamodule
@@ -214,8 +245,7 @@ class DAP(ClassifierDefense):
         self.beta.fill_(beta)
 
     def configure_optimizers(self) -> Any:
-        """Adam on the classifier (D excluded), and Adam on the last layer for the adversarial step."""
-        classifier = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
+        """One Adam on the classifier (D excluded) for both steps, as the authors' code: a separate Adam for the
+        last-layer step would be invariant to beta's scale."""
         hp = self.hparams
-        return [torch.optim.Adam(classifier, lr=hp.lr, weight_decay=hp.weight_decay),
-                torch.optim.Adam(self.last_layer.parameters(), lr=hp.lr)]
+        return torch.optim.Adam(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)

@@ -106,9 +106,7 @@ class RelaxLoss(ClassifierDefense):
         x, y = batch
         logits = self(x)
         objective, branch = self.relax_objective(logits, y, paper_epoch=self.current_epoch + 1)
-        self.train_acc(logits, y)
-        self.log("train/loss", F.cross_entropy(logits, y).detach(), on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log_train_metrics(F.cross_entropy(logits, y), logits, y)
         self.log("train/relax_branch", float(branch), on_step=True, on_epoch=False)
         return objective
 

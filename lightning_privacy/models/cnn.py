@@ -10,8 +10,10 @@ from torch import Tensor, nn
 class PaperCNN(nn.Module):
     """The target of the DP-vs-regularization paper (Fig. 1) and the DAP paper (Fig. 3).
 
-    ``dropout`` follows the DP-vs-regularization paper: after each conv block and before and after the
-    dense layer. ``prediction`` is the last layer (its weights carry the Reg defense's L2 term).
+    ``dropout`` follows the DP-vs-regularization paper (Sec. 3, "between every weighted layer, i.e., after each
+    convolutional layer and before and after the first dense layer"): after each conv stage, the third of which
+    is also the one before the dense layer, and after the dense layer (four dropouts, never two in a row).
+    ``prediction`` is the last layer (its weights carry the Reg defense's L2 term).
     """
 
     def __init__(
@@ -35,14 +37,21 @@ class PaperCNN(nn.Module):
                 layers.append(nn.Dropout(dropout))
             c, h, w = out, -(-h // 2), -(-w // 2)
         self.features = nn.Sequential(*layers)
-        dense: list[nn.Module] = [nn.Flatten()]
-        if dropout:
-            dense.append(nn.Dropout(dropout))
-        dense += [nn.Linear(c * h * w, hidden), nn.ReLU()]
+        dense: list[nn.Module] = [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU()]
         if dropout:
             dense.append(nn.Dropout(dropout))
         self.dense = nn.Sequential(*dense)
         self.prediction = nn.Linear(hidden, num_classes)
 
+    @property
+    def last_layer(self) -> nn.Linear:
+        return self.prediction
+
+    def penultimate(self, x: Tensor) -> Tensor:
+        return self.dense(self.features(x))
+
+    def named_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.prediction(self.dense(self.features(x)))
+        return self.prediction(self.penultimate(x))

@@ -52,10 +52,13 @@ def test_out_canaries_never_reach_the_training_loader():
     assert trained.numel() == 200 - out.numel()
 
 
+WIDE = {"class_path": "lightning_privacy.models.cnn.PaperCNN", "init_args": {"hidden": 256}}
+
+
 def test_a_model_that_memorizes_its_canaries_gets_a_clearly_positive_bound():
     seed_everything(0)
     audit = EpsilonAudit(EpsilonAuditConfig(canaries=1.0, guesses=0.2))
-    run(ERM(num_classes=10, input_shape=(1, 8, 8), hidden=256), audit, epochs=40)
+    run(ERM(num_classes=10, input_shape=(1, 8, 8), net=WIDE), audit, epochs=40)
     r = audit.result
     assert r["dp/audit_canaries"] == 200 and r["dp/audit_guesses"] == 40
     assert r["dp/audit_correct"] >= 36
@@ -65,7 +68,7 @@ def test_a_model_that_memorizes_its_canaries_gets_a_clearly_positive_bound():
 def test_the_bound_on_a_dp_run_stays_below_the_accountants_epsilon():
     seed_everything(0)
     audit = EpsilonAudit(EpsilonAuditConfig(canaries=1.0, guesses=0.2))
-    model = ERM(num_classes=10, input_shape=(1, 8, 8), hidden=256, dp=DPConfig(target_epsilon=1.0, delta=1e-5))
+    model = ERM(num_classes=10, input_shape=(1, 8, 8), net=WIDE, dp=DPConfig(target_epsilon=1.0, delta=1e-5))
     eps = run(model, audit, epochs=5)["dp/epsilon"]
     assert eps <= 1.0
     assert audit.result["dp/epsilon_lb"] <= eps

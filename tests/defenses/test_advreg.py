@@ -9,10 +9,14 @@ from lightning_privacy.errors import UserInputError
 from tests.conftest import REPO
 
 
+SMALL_H = dict(inference_output_widths=(64, 32), inference_label_widths=(32,), inference_head_widths=(32,))
+"""An inference model that learns within a few dozen steps (Nasr et al.'s sizes need many more)."""
+
+
 def _fit(epochs=2, **kwargs):
     seed_everything(0)
     dm = Digits(test_fraction=0.5, members=200, reference=250)
-    model = AdvReg(num_classes=10, input_shape=dm.input_shape, **kwargs)
+    model = AdvReg(num_classes=10, input_shape=dm.input_shape, **{**SMALL_H, **kwargs})
     trainer = Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
@@ -77,3 +81,47 @@ def test_cli_accepts_the_config(in_tmp):
     c = cli(["--config", str(REPO / "conf" / "experiments" / "quickstart.yaml"),
              "--config", str(REPO / "conf" / "defense" / "advreg.yaml")], run=False)
     assert isinstance(c.model, AdvReg) and c.model.hparams.alpha == 1.0
+
+
+def test_each_attack_step_draws_a_fresh_member_batch(monkeypatch):
+    """Nasr et al. Alg. 1 samples a new member batch for each of the k attack steps and another for the
+    classifier step; none of them is the classifier step's batch."""
+    seed_everything(0)
+    dm = Digits(test_fraction=0.5, members=200, reference=250)
+    model = AdvReg(num_classes=10, input_shape=dm.input_shape, attack_steps=3, warmup_epochs=0)
+    seen = []
+    original = AdvReg.inference_gain
+
+    def spy(self, x_in, y_in, x_ref, y_ref):
+        seen.append(x_in.clone())
+        return original(self, x_in, y_in, x_ref, y_ref)
+
+    monkeypatch.setattr(AdvReg, "inference_gain", spy)
+    classifier_batches = []
+    original_step = AdvReg.training_step
+
+    def step(self, batch, batch_idx):
+        classifier_batches.append(batch[0].clone())
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(AdvReg, "training_step", step)
+    Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0).fit(model, datamodule=dm)
+    assert len(seen) == 3 and len(classifier_batches) == 1
+    batches = seen + classifier_batches
+    for i in range(len(batches)):
+        for j in range(i + 1, len(batches)):
+            assert batches[i].shape != batches[j].shape or not torch.equal(batches[i], batches[j]), (i, j)
+    members = torch.stack([dm.role_dataset("members")[k][0] for k in range(200)])
+    assert all(any(torch.equal(row, m) for m in members) for row in seen[0][:4])  # drawn from the members
+
+
+def test_inference_model_has_nasr_et_als_sizes_and_warmup_agrees_with_the_config():
+    import yaml
+
+    h = AdvReg(num_classes=10).inference
+    linear = lambda seq: [m.out_features for m in seq if isinstance(m, torch.nn.Linear)]  # noqa: E731
+    assert linear(h.output_branch) == [1024, 512, 64] and linear(h.label_branch) == [128, 64]
+    assert linear(h.head) == [512, 256, 128, 64, 1]
+    config = yaml.safe_load((REPO / "conf" / "defense" / "advreg.yaml").read_text())["model"]["init_args"]
+    assert AdvReg().hparams.warmup_epochs == config["warmup_epochs"]

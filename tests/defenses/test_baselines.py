@@ -79,12 +79,12 @@ def test_bad_hyperparameters(cls, kwargs):
 
 def test_dropout_is_only_on_the_last_layers_input():
     model = LastLayerDropout(rate=0.5, num_classes=3, input_shape=(1, 8, 8))
-    dropouts = [m for m in model.net.modules() if isinstance(m, nn.Dropout)]
-    assert len(dropouts) == 1 and model.net.dense[-1] is dropouts[0] and dropouts[0].p == 0.5
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 1 and model.last_layer_dropout is dropouts[0] and dropouts[0].p == 0.5
     assert isinstance(model.last_layer, nn.Linear) and model.last_layer is model.net.prediction
     model.train()
     x = torch.randn(2, 1, 8, 8)
-    assert torch.equal(model.net.dense[:-1](model.net.features(x)), model.net.dense[:-1](model.net.features(x)))
+    assert torch.equal(model.penultimate(x), model.penultimate(x))
     assert not torch.equal(model(x), model(x))
     model.eval()
     assert torch.equal(model(x), model(x))
@@ -97,15 +97,39 @@ def test_distillation_rejects_a_teacher_of_another_shape(tmp_path):
     torch.save({"state_dict": other.state_dict(), "hyper_parameters": dict(other.hparams)}, path)
     with pytest.raises(UserInputError, match="num_classes 5"):
         SelfDistillation(teacher_ckpt=str(path), num_classes=10, input_shape=(1, 8, 8))
-    wrong_hidden = ERM(num_classes=10, input_shape=(1, 8, 8), hidden=16)
+    wrong_hidden = ERM(num_classes=10, input_shape=(1, 8, 8),
+                       net={"class_path": "lightning_privacy.models.cnn.PaperCNN", "init_args": {"hidden": 16}})
     torch.save({"state_dict": wrong_hidden.state_dict(), "hyper_parameters": {}}, path)
     with pytest.raises(UserInputError, match="mismatching shapes"):
         SelfDistillation(teacher_ckpt=str(path), num_classes=10, input_shape=(1, 8, 8))
 
 
-def test_distillation_placeholder_says_what_to_set():
-    with pytest.raises(UserInputError, match="teacher_ckpt"):
-        SelfDistillation()
+def test_distillation_without_a_teacher_trains_and_caches_one_on_the_members(tmp_path, monkeypatch):
+    """No teacher_ckpt (the config's default): fit trains the teacher first (ERM, the student's network, the
+    members), caches it, and a second student reuses the cached teacher without training."""
+    from lightning_privacy.defenses import distillation
+
+    fits = []
+    original = distillation.SubsetDataModule
+
+    class Spy(original):
+        def __init__(self, parent, indices):
+            fits.append(indices.clone())
+            super().__init__(parent, indices)
+
+    monkeypatch.setattr(distillation, "SubsetDataModule", Spy)
+    cache = str(tmp_path / "teachers")
+    student = SelfDistillation(teacher_cache_dir=cache, teacher_epochs=1, **_digits_shape())
+    assert student.teacher is None
+    trainer, dm = _fit(student, max_steps=2)
+    assert len(fits) == 1 and torch.equal(fits[0], dm.training_indices())
+    assert student.teacher is not None and not student.teacher.training
+    assert type(student.teacher) is type(student.net) and "teacher" not in dict(student.named_children())
+    again = SelfDistillation(teacher_cache_dir=cache, teacher_epochs=1, **_digits_shape())
+    _fit(again, max_steps=1)
+    assert len(fits) == 1  # loaded from the cache
+    assert all(torch.equal(a, b) for a, b in zip(student.teacher.state_dict().values(),
+                                                 again.teacher.state_dict().values()))
 
 
 def test_teacher_is_frozen_and_outside_the_optimizer_and_checkpoint(teacher_ckpt):
@@ -140,7 +164,7 @@ def test_cli_accepts_the_configs(in_tmp, teacher_ckpt, name, cls):
     assert isinstance(cli(args, run=False).model, cls)
 
 
-def test_cli_distillation_placeholder_fails_with_a_user_error(in_tmp):
-    with pytest.raises((ValueError, SystemExit)):  # jsonargparse wraps the UserInputError
-        cli(["--config", QUICKSTART, "--config", str(REPO / "conf" / "defense" / "distillation.yaml")], run=False)
-    assert "teacher_ckpt" in str(UserInputError.last)
+def test_cli_distillation_config_runs_without_a_teacher(in_tmp):
+    c = cli(["--config", QUICKSTART, "--config", str(REPO / "conf" / "defense" / "distillation.yaml")], run=False)
+    assert isinstance(c.model, SelfDistillation) and c.model.hparams.teacher_ckpt is None
+    assert c.model.hparams.T in (1, 2, 5, 10, 20, 50, 100)  # the paper's grid

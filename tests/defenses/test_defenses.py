@@ -46,3 +46,36 @@ def test_fits_and_tests_on_digits(cls):
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert result["test/acc"] > 0.5
     assert {"test/acc", "test/acc_top5", "test/loss"} <= set(result)
+
+
+def _one_step_metrics(model, dm):
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    return trainer.callback_metrics
+
+
+@pytest.mark.parametrize("name", ["erm", "relaxloss", "advreg", "distillation", "dap"])
+def test_every_training_step_logs_through_log_train_metrics(name, tmp_path, monkeypatch):
+    """One helper writes train/loss and train/acc, and writes nothing when the module says it must not log member
+    metrics (``logs_member_metrics`` False, as DP runs do)."""
+    from lightning_privacy.defenses.advreg import AdvReg
+    from lightning_privacy.defenses.dap import DAP
+    from lightning_privacy.defenses.distillation import SelfDistillation
+    from lightning_privacy.defenses.relaxloss import RelaxLoss
+
+    dm = Digits(test_fraction=0.5, members=200, reference=250)
+    shape = {"num_classes": dm.num_classes, "input_shape": dm.input_shape}
+    make = {
+        "erm": lambda: ERM(**shape),
+        "relaxloss": lambda: RelaxLoss(**shape),
+        "advreg": lambda: AdvReg(warmup_epochs=0, **shape),
+        "distillation": lambda: SelfDistillation(teacher_epochs=1, teacher_cache_dir=str(tmp_path), **shape),
+        "dap": lambda: DAP(num_shadows=2, shadow_max_epochs=1, disc_max_epochs=1, **shape),
+    }[name]
+    seed_everything(0)
+    assert {"train/loss", "train/acc"} <= set(_one_step_metrics(make(), dm))
+    silent = make()
+    # as a DP run's default (dp.log_member_metrics false) answers, without turning DP on
+    monkeypatch.setattr(type(silent), "logs_member_metrics", property(lambda self: False))
+    assert not {"train/loss", "train/acc"} & set(_one_step_metrics(silent, dm))

@@ -14,7 +14,8 @@ from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.predict import predict_logits, stable_cross_entropy
 from tests.conftest import REPO
 
-FAST = {"surrogate_epochs": 20, "surrogate_batch_size": 128, "max_iter": 60, "c3_rounds": 4}
+FAST = {"surrogate_epochs": 20, "surrogate_optimizer": "adam", "surrogate_batch_size": 128, "max_iter": 60,
+        "c3_rounds": 4}
 C = 5
 
 
@@ -211,6 +212,7 @@ def test_cli_fit_logs_the_standard_metrics_and_test_reaudits_the_same(in_tmp):
     quickstart = str(REPO / "conf" / "experiments" / "quickstart.yaml")
     memguard = str(REPO / "conf" / "defense" / "memguard.yaml")
     small = ["--trainer.max_epochs", "2", "--model.init_args.surrogate_epochs", "10",
+             "--model.init_args.surrogate_optimizer", "adam",
              "--model.init_args.max_iter", "40", "--model.init_args.c3_rounds", "3"]
     main(["fit", "--config", quickstart, "--config", memguard, *small])
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp / 'mlruns' / 'mlflow.db'}")

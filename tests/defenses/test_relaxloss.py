@@ -123,10 +123,20 @@ def test_fits_on_digits_and_logs_the_branch():
     assert trainer.test(model, datamodule=dm, verbose=False)[0]["test/acc"] > 0.3
 
 
-@pytest.mark.parametrize("name", ["relaxloss.yaml", "relaxloss_paper_sgd.yaml"])
+@pytest.mark.parametrize("name", ["relaxloss.yaml", "relaxloss_paper_sgd.yaml", "relaxloss_cifar10.yaml",
+                                  "relaxloss_cifar100.yaml"])
 def test_cli_accepts_the_configs(in_tmp, name):
     c = cli(["--config", QUICKSTART, "--config", str(REPO / "conf" / "defense" / name)], run=False)
     assert isinstance(c.model, RelaxLoss)
+
+
+@pytest.mark.parametrize("name, alpha", [("relaxloss_cifar10.yaml", 1.0), ("relaxloss_cifar100.yaml", 3.0)])
+def test_cifar_configs_flatten_incorrect_predictions_only_with_table_4_alpha(name, alpha):
+    """App. B.3: flattening restricted to incorrect predictions for CIFAR-10/100; Table 4's alpha (ResNet20)."""
+    import yaml
+
+    args = yaml.safe_load((REPO / "conf" / "defense" / name).read_text())["model"]["init_args"]
+    assert args["flatten_incorrect_only"] is True and args["alpha"] == alpha
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
