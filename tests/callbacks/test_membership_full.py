@@ -27,7 +27,6 @@ def test_each_helper_model_is_trained_once_for_all_attacks_and_cached(tmp_path):
     audit = _run(tmp_path, attacks)
     assert audit.models_trained == 4  # 2 shadows + 2 references serve all seven attacks
     for name in attacks:
-        assert 0.0 <= audit.metrics[f"mia/{name}/auc"] <= 1.0
         assert audit.metrics[f"mia/{name}/auc_ci95_low"] <= audit.metrics[f"mia/{name}/auc_ci95_high"]
     assert audit.metrics["mia/n_shadows"] == 2 and audit.metrics["mia/n_references"] == 2
     again = _run(tmp_path, attacks)

@@ -137,7 +137,7 @@ def test_erm_signals_are_bit_identical_to_the_raw_ones():
 
 def test_surrogate_is_not_a_submodule_and_travels_with_checkpoints(fitted, tmp_path):
     dm, model, trainer = fitted
-    assert model.surrogate_ready and 0.0 <= model.surrogate_train_acc <= 1.0
+    assert model.surrogate_ready and model.surrogate_train_acc >= 0.5  # balanced data: it learned something
     erm_keys = set(ERM(num_classes=10, input_shape=dm.input_shape).state_dict())
     assert set(model.state_dict()) - {"_extra_state"} == erm_keys
     assert not any("surrogate" in name for name, _ in model.named_modules())
