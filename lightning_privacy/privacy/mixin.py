@@ -177,10 +177,8 @@ class DPMixin:
             per_sample = self.objective(logits, y)
             self._dp_pending = per_sample
             loss = per_sample.mean() if y.numel() else per_sample.sum()
-        if y.numel() and self.logs_member_metrics:
-            self.train_acc(logits, y)
-            self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=y.numel())
-            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=y.numel())
+        if y.numel():
+            self.log_train_metrics(loss, logits, y)  # the module's one logger of train/*, gated on logs_member_metrics
         return loss
 
     def _loss_scale(self) -> float:
