@@ -25,8 +25,11 @@ def only_run(root: Path):
     return client, runs[0]
 
 
-@pytest.mark.parametrize("defense, level, target", [("dpsgd", "record", 4.0), ("class_dp", "class", 50.0),
-                                                    ("subclass_dp", "subclass", 8.0)])
+@pytest.mark.parametrize("defense, level, target", [
+    ("dpsgd", "record", 4.0),
+    # the group levels' fits are tested in tests/defenses/test_dp_sgd.py; through the CLI they are slow
+    pytest.param("class_dp", "class", 50.0, marks=pytest.mark.slow),
+    pytest.param("subclass_dp", "subclass", 8.0, marks=pytest.mark.slow)])
 def test_quickstart_with_dp_and_the_epsilon_audit_logs_epsilon_every_epoch(in_tmp, defense, level, target):
     epochs = 3
     c = cli(["fit", "--config", QUICKSTART, "--config", str(CONF / "defense" / f"{defense}.yaml"),
@@ -69,6 +72,7 @@ def test_a_defense_that_cannot_be_private_is_refused_through_the_cli(in_tmp):
     assert "cannot be trained with DP-SGD" in str(UserInputError.last)
 
 
+@pytest.mark.slow  # tests/privacy/test_ddp_dp.py checks the DDP ledger against the steps every rank took
 def test_ddp_reports_the_same_epsilon_as_one_process(in_tmp):
     """2 gloo processes, global expected batch = data.batch_size: the same q, steps and σ as one process."""
     exe = Path(sys.executable).parent / "lightning-privacy"

@@ -9,6 +9,7 @@ from tests.conftest import REPO
 SHARED = REPO.parent / "shared" / "data"
 
 
+@pytest.mark.slow  # about 2 minutes: a real epoch and the audit of 54,000 members
 @pytest.mark.skipif(not (SHARED / "FashionMNIST" / "raw").is_dir(), reason="../shared/data/FashionMNIST is absent")
 def test_short_fmnist_baseline_reaches_075(in_tmp):
     main(["fit", "--config", str(REPO / "conf" / "experiments" / "fmnist_baseline.yaml"),

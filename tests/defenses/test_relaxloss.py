@@ -139,7 +139,8 @@ def test_cifar_configs_flatten_incorrect_predictions_only_with_table_4_alpha(nam
     assert args["flatten_incorrect_only"] is True and args["alpha"] == alpha
 
 
-@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("alpha", [0.5, pytest.param(1.0, marks=pytest.mark.slow),
+                                   pytest.param(2.0, marks=pytest.mark.slow)])
 def test_alpha_sweep_configs(in_tmp, alpha):
     path = REPO / "conf" / "experiments" / "sweeps" / "relaxloss_alpha" / f"alpha_{alpha}.yaml"
     c = cli(["--config", str(path)], run=False)
