@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 
+from lightning_privacy.attacks.inversion.evaluator import attack_accuracy, evaluation_classifier
 from lightning_privacy.attacks.inversion.decoder import BLACKBOX, DecoderInversion, decoder_inversion, select_layers
 from lightning_privacy.attacks.inversion.optimization import InversionResult, check_settings, invert
 from lightning_privacy.attacks.inversion.priors import check_btv
@@ -41,7 +42,11 @@ class InversionAuditConfig:
     btv_alpha, optimizer (``paper``: lines 6–8 as printed; ``adam``: torch's), change_of_variable (false: x = w
     clipped to [0, 1]), restarts (R; 1: w₀ = 0), classes (null: all).
 
-    grid: samples per split in the decoder grid; seed: of every draw and decoder.
+    Attack accuracy (beyond the paper): attack_acc: score the reconstructions with an evaluation classifier (the
+    papers' CNN trained evaluator_epochs on evaluator_role, disjoint from the members, cached in cache_dir by the
+    split hash; null cache_dir: no cache).
+
+    grid: samples per split in the decoder grid; seed: of every draw and helper model.
     """
 
     attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
@@ -64,6 +69,10 @@ class InversionAuditConfig:
     change_of_variable: bool = True
     restarts: int = 1
     classes: Optional[list[int]] = None
+    attack_acc: bool = True
+    evaluator_role: str = "reference"
+    evaluator_epochs: int = 10
+    cache_dir: Optional[str] = "outputs/evaluator"
     grid: int = 8
     seed: int = 0
 
@@ -72,12 +81,15 @@ class InversionAuditConfig:
         if unknown or not self.attacks:
             raise UserInputError(f"audit.inversion.attacks must be a non-empty subset of {list(ATTACKS)}; "
                                  f"got {self.attacks}")
-        if self.decoder_role not in ROLES:
-            raise UserInputError(f"audit.inversion.decoder_role must be a data role {list(ROLES)}; "
-                                 f"got {self.decoder_role!r}")
-        if self.decoder_role == "members":
-            raise UserInputError("audit.inversion.decoder_role must be disjoint from the members (the attacker "
-                                 "does not hold the training data): use reference (default), shadow or validation")
+        for name in ("decoder_role", "evaluator_role"):
+            role = getattr(self, name)
+            if role not in ROLES:
+                raise UserInputError(f"audit.inversion.{name} must be a data role {list(ROLES)}; got {role!r}")
+            if role == "members":
+                raise UserInputError(f"audit.inversion.{name} must be disjoint from the members (the attacker does "
+                                     "not hold the training data): use reference (default), shadow or validation")
+        if self.evaluator_epochs < 1:
+            raise UserInputError(f"audit.inversion.evaluator_epochs must be >= 1; got {self.evaluator_epochs}")
         for name in ("decoder_samples", "eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -119,8 +131,9 @@ class InversionAudit(AuditCallback):
     ``inversion.decoder.best_layer``), on the non-members (the paper's Table 4 is on test sets);
     optimization: ``inversion/optimization/distance_l2`` and ``…/distance_ssim`` (MIA distance, averaged over
     classes), per class ``inversion/optimization/class_<k>/distance_{l2,ssim}``, ``…/confidence`` (f_label of the
-    reconstructions) and ``…/restarts``; artifacts: the decoder grid (ground truth first, then one column per
-    point), the reconstructions per class beside the nearest member, and the numbers as JSON."""
+    reconstructions), ``…/restarts``, ``…/attack_acc`` (share of reconstructions the evaluation classifier assigns
+    to their class) and ``…/evaluator_acc`` (that classifier's accuracy on non-members); artifacts: the decoder
+    grid (ground truth first, then one column per point), the reconstructions per class beside the nearest member, and the numbers as JSON."""
 
     def __init__(self, config: Optional[InversionAuditConfig] = None) -> None:
         super().__init__()
@@ -137,6 +150,8 @@ class InversionAudit(AuditCallback):
         if "decoder" in c.attacks:
             select_layers(_target_net(pl_module), c.layers)
             attacker_indices(dm, c.decoder_role)
+        if "optimization" in c.attacks and c.attack_acc:
+            attacker_indices(dm, c.evaluator_role)
         if c.classes is not None:
             bad = [k for k in c.classes if not 0 <= k < dm.num_classes]
             if bad or not c.classes:
@@ -230,6 +245,9 @@ class InversionAudit(AuditCallback):
         metrics["inversion/optimization/distance_ssim"] = float(ssim.mean())
         metrics["inversion/optimization/confidence"] = float(r.confidence.mean())
         metrics["inversion/optimization/restarts"] = float(c.restarts)
+        if c.attack_acc:
+            metrics.update(self._attack_acc(dm, flat.to(device), r.labels.repeat(r.images.shape[0]), device,
+                                            normalize=lambda x: (x - mean) / std))
         metrics["inversion/optimization/final_cost"] = float(r.cost[-1])
         for k, label in enumerate(r.labels.tolist()):
             metrics[f"inversion/optimization/class_{label}/distance_l2"] = float(l2[k])
@@ -243,6 +261,21 @@ class InversionAudit(AuditCallback):
              "confidence": r.confidence.tolist(), "history_1_minus_f_label": r.history[::max(1, c.steps // 100)].tolist(),
              "settings": {k: getattr(c, k) for k in ("steps", "lr", "lam", "prior", "btv_p", "btv_alpha", "optimizer",
                                                      "change_of_variable", "restarts", "seed")}}, indent=2)
+
+
+    def _attack_acc(self, dm: Any, images: Tensor, labels: Tensor, device: torch.device, *,
+                    normalize: Any) -> dict[str, float]:
+        """``attack_acc``: the evaluation classifier's verdict on the reconstructions; ``evaluator_acc``: its
+        accuracy on (capped) non-members, so that a weak evaluator shows."""
+        c = self.config
+        x, _, y = self._images(dm, attacker_indices(dm, c.evaluator_role), device)
+        classifier = evaluation_classifier(
+            x, y, num_classes=dm.num_classes, epochs=c.evaluator_epochs, seed=c.seed,
+            key={"dataset": dm.dataset_name, "split": dm.splits.digest(), "role": c.evaluator_role},
+            cache_dir=Path(c.cache_dir) if c.cache_dir else None)
+        x_test, _, y_test = self._images(dm, self._capped(dm.role_indices("nonmembers"), c.eval_samples), device)
+        return {"inversion/optimization/attack_acc": attack_accuracy(classifier, normalize(images), labels),
+                "inversion/optimization/evaluator_acc": attack_accuracy(classifier, x_test, y_test)}
 
 
 def _save_grid(images: Tensor, columns: int):

@@ -81,3 +81,22 @@ def test_the_decoder_starts_from_any_layer_shape(in_shape):
     out = d(torch.randn(3, *in_shape))
     assert out.shape == (3, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
     assert isinstance(d.head[-1], nn.Sigmoid) and d.head[-2].out_channels == 1
+
+
+def test_the_evaluation_classifier_is_cached_by_its_key(trained, tmp_path):
+    from lightning_privacy.attacks.inversion.evaluator import attack_accuracy, evaluation_classifier
+
+    _, sets = trained
+    x, pixels = sets["attacker"]
+    y = torch.from_numpy(load_digits().target[300:900]).long()
+    kw = dict(num_classes=10, key={"split": "abc", "role": "reference"}, cache_dir=tmp_path, epochs=3)
+    first = evaluation_classifier(x, y, **kw)
+    assert len(list(tmp_path.glob("evaluator-*.pt"))) == 1
+    second = evaluation_classifier(x, y, **kw)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    evaluation_classifier(x, y, **{**kw, "key": {"split": "other", "role": "reference"}})
+    assert len(list(tmp_path.glob("evaluator-*.pt"))) == 2
+    x_test, _ = sets["nonmembers"]
+    y_test = torch.from_numpy(load_digits().target[900:1100]).long()
+    assert attack_accuracy(first, x_test, y_test) > 0.5

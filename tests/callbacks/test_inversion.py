@@ -12,7 +12,8 @@ from lightning_privacy.defenses.erm import ERM
 from lightning_privacy.errors import UserInputError
 from tests.conftest import REPO
 
-TINY = dict(layers=["features.0", "prediction"], decoder_epochs=1, eval_samples=40, steps=20, grid=2)
+TINY = dict(layers=["features.0", "prediction"], decoder_epochs=1, eval_samples=40, steps=20, grid=2,
+            evaluator_epochs=1, cache_dir=None)
 
 
 def fit_and_test(config: InversionAuditConfig, **data):
@@ -49,6 +50,7 @@ def test_the_audit_emits_both_attacks_metrics_and_grids(monkeypatch, tmp_path):
     per_class = [m[f"inversion/optimization/class_{k}/distance_l2"] for k in range(10)]
     assert m["inversion/optimization/distance_l2"] == pytest.approx(sum(per_class) / 10)
     assert 0 < m["inversion/optimization/distance_ssim"] <= 2 and m["inversion/optimization/restarts"] == 1
+    assert 0 <= m["inversion/optimization/attack_acc"] <= 1 and 0 <= m["inversion/optimization/evaluator_acc"] <= 1
     assert set(r.artifacts) == {"inversion/decoder_grid.png", "inversion/decoder_scores.json",
                                 "inversion/optimization_grid.png", "inversion/optimization.json"}
     grid = tmp_path / "grid.png"
@@ -90,10 +92,26 @@ def test_the_decoder_role_must_be_disjoint_from_the_members():
 @pytest.mark.parametrize("kwargs,match", [
     ({"lam": -1.0}, "λ"), ({"btv_p": 0}, "p must"), ({"btv_alpha": 0.0}, "alpha"), ({"btv_alpha": 1.1}, "alpha"),
     ({"steps": 0}, "steps"), ({"attacks": ["gan"]}, "attacks"), ({"decoder_role": "train"}, "role"),
-    ({"restarts": 0}, "restarts"), ({"eval_samples": 0}, "eval_samples")])
+    ({"restarts": 0}, "restarts"), ({"eval_samples": 0}, "eval_samples"), ({"evaluator_role": "members"}, "disjoint"),
+    ({"evaluator_epochs": 0}, "evaluator_epochs")])
 def test_bad_settings_are_one_clear_error(kwargs, match):
     with pytest.raises(UserInputError, match=match):
         InversionAuditConfig(**kwargs)
+
+
+def test_the_audit_runs_against_a_dp_sgd_model():
+    from lightning_privacy.privacy.config import DPConfig
+
+    seed_everything(0)
+    dm = Digits(members=200, reference=250, test_fraction=0.3)
+    model = ERM(num_classes=10, input_shape=dm.input_shape, dp=DPConfig(target_epsilon=4.0, delta=1e-5))
+    audit = InversionAudit(InversionAuditConfig(**{**TINY, "steps": 5}))
+    trainer = Trainer(max_epochs=1, callbacks=[audit], logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    assert "inversion/decoder/features.0/mse_members" in audit.last_result.metrics
+    assert "inversion/optimization/distance_l2" in audit.last_result.metrics
 
 
 def _setup(model, config):
@@ -131,6 +149,7 @@ def test_the_inversion_config_runs_on_the_quickstart(in_tmp):
     assert run.data.tags["inversion.decoder.best_layer"] in ("features.0", "prediction")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "inversion")}
     assert {"inversion/decoder_grid.png", "inversion/optimization_grid.png"} <= artifacts
+    assert "inversion/optimization/attack_acc" in m and list((in_tmp / "outputs" / "evaluator").glob("*.pt"))
 
 
 @pytest.mark.slow
