@@ -100,3 +100,17 @@ def test_the_evaluation_classifier_is_cached_by_its_key(trained, tmp_path):
     x_test, _ = sets["nonmembers"]
     y_test = torch.from_numpy(load_digits().target[900:1100]).long()
     assert attack_accuracy(first, x_test, y_test) > 0.5
+
+
+@pytest.mark.parametrize("spec", [
+    {"class_path": "lightning_privacy.models.class_dp_cnn.ClassDPCNN", "init_args": {"channels": [4, 8]}},
+    {"class_path": "lightning_privacy.models.wrn.WideResNet", "init_args": {"depth": 10, "width": 1, "groups": 4}}])
+def test_every_layer_of_every_configured_network_can_be_decoded(spec):
+    from lightning_privacy.models.net import build_net
+
+    net = build_net(spec, input_shape=(3, 16, 16), num_classes=5).eval()
+    x = torch.randn(2, 3, 16, 16)
+    for layer in select_layers(net, None):
+        a = activations(net, x, layer=layer)
+        assert a.shape[0] == 2
+        assert Decoder(a.shape[1:], (3, 16, 16), width=8)(a).shape == (2, 3, 16, 16)
