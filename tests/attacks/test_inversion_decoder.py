@@ -59,6 +59,8 @@ def test_white_box_points_are_read_after_their_activation(trained):
     assert torch.allclose(a, net.features[1](net.features[0](sets["members"][0][:5])))
     probs = activations(net, sets["members"][0][:5])
     assert torch.allclose(probs, net(sets["members"][0][:5]).softmax(-1))
+    pooled = activations(net, sets["members"][0][:5], layer="features.2")
+    assert pooled.shape == (5, 8, 4, 4)
     released = activations(net, sets["members"][0][:5], release=lambda z: torch.ones_like(z) / z.shape[1])
     assert torch.allclose(released, torch.full((5, 10), 0.1))
 
@@ -68,6 +70,9 @@ def test_unknown_layer_lists_the_valid_ones(trained):
     with pytest.raises(UserInputError, match=r"features\.0.*prediction"):
         select_layers(net, ["conv9"])
     assert select_layers(net, ["prediction", "features.0"]) == ["features.0", "prediction"]
+    # the paper's Table 4 rows: conv, pool (x3), flatten + dense, prediction
+    assert select_layers(net, None) == ["features.0", "features.2", "features.3", "features.5", "features.6",
+                                        "features.8", "dense.1", "prediction"]
 
 
 def test_a_network_without_layers_is_one_clear_error():

@@ -2,8 +2,9 @@
 after layer j, freeze that prefix, train a decoder (``models/decoder.py``) on data the attacker holds to map layer
 j's activation back to the input, and report the reconstruction error on members and non-members.
 
-White-box points are the layers the network lists (``named_layers()``), each read after the activation modules
-that directly follow it (a conv's ReLU, a dense layer's ReLU; the prediction layer's logits); the black-box point
+White-box points are the layers the network lists (``named_layers()``) and its pooling modules, in module order (the
+paper's Table 4: Conv1, MaxPool1, …, Flatten+Dense, Prediction), each weighted layer read after the activation
+modules that directly follow it (a conv's ReLU, a dense layer's ReLU; the prediction layer's logits); the black-box point
 (``blackbox``) is the score vector a client receives (``released_probs``, so test-time defenses count). Functions of
 tensors and a model: the callback gathers the images, this module trains and scores."""
 
@@ -20,12 +21,14 @@ from lightning_privacy.errors import UserInputError
 from lightning_privacy.metrics.inversion import reconstruction_scores
 from lightning_privacy.models.decoder import Decoder
 
+POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 ACTIVATIONS = (nn.ReLU, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.ReLU6, nn.Softplus)
 BLACKBOX = "blackbox"
 
 
 def network_layers(net: nn.Module) -> list[str]:
-    """The names of the layers ``net`` exposes (``named_layers()``, input to output)."""
+    """The points ``net`` exposes: its ``named_layers()`` and its pooling modules, in module order (input to
+    output)."""
     named = getattr(net, "named_layers", None)
     if not callable(named):
         raise UserInputError(f"{type(net).__name__} does not expose its layers: the decoder inversion attack needs "
@@ -33,7 +36,9 @@ def network_layers(net: nn.Module) -> list[str]:
     names = [name for name, _ in named()]
     if not names:
         raise UserInputError(f"{type(net).__name__}.named_layers() lists no layer: nothing to invert from")
-    return names
+    weighted = set(names)
+    points = [n for n, m in net.named_modules() if n and (n in weighted or isinstance(m, POOLING))]
+    return points if weighted <= set(points) else names
 
 
 def select_layers(net: nn.Module, layers: Optional[Sequence[str]]) -> list[str]:
