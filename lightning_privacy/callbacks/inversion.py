@@ -6,6 +6,7 @@ only, as plain torch loops outside the trainer: nothing syncs across DDP ranks."
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -133,7 +134,8 @@ class InversionAudit(AuditCallback):
     classes), per class ``inversion/optimization/class_<k>/distance_{l2,ssim}``, ``…/confidence`` (f_label of the
     reconstructions), ``…/restarts``, ``…/attack_acc`` (share of reconstructions the evaluation classifier assigns
     to their class) and ``…/evaluator_acc`` (that classifier's accuracy on non-members); artifacts: the decoder
-    grid (ground truth first, then one column per point), the reconstructions per class beside the nearest member, and the numbers as JSON."""
+    grid (ground truth first, then one column per point), the reconstructions per class beside the nearest member,
+    and the numbers as JSON; ``time/inversion_<attack>_s``."""
 
     def __init__(self, config: Optional[InversionAuditConfig] = None) -> None:
         super().__init__()
@@ -183,10 +185,11 @@ class InversionAudit(AuditCallback):
         tags: dict[str, str] = {}
         artifacts: dict[str, Artifact] = {}
         with torch.inference_mode(False), torch.enable_grad():
-            if "decoder" in self.config.attacks:
-                self._decoder(trainer, pl_module, metrics, tags, artifacts)
-            if "optimization" in self.config.attacks:
-                self._optimization(trainer, pl_module, metrics, tags, artifacts)
+            for attack, run in (("decoder", self._decoder), ("optimization", self._optimization)):
+                if attack in self.config.attacks:
+                    start = time.perf_counter()
+                    run(trainer, pl_module, metrics, tags, artifacts)
+                    metrics[f"time/inversion_{attack}_s"] = time.perf_counter() - start
         summary = tuple(k for k in ("inversion/decoder/whitebox_mse", "inversion/decoder/blackbox_mse",
                                     "inversion/optimization/distance_l2") if k in metrics)
         self.emit(trainer, AuditResult(name="inversion", metrics=metrics, tags=tags, artifacts=artifacts,
@@ -258,7 +261,8 @@ class InversionAudit(AuditCallback):
         artifacts["inversion/optimization_grid.png"] = _optimization_grid(r.images, nearest[0])
         artifacts["inversion/optimization.json"] = json.dumps(
             {"classes": r.labels.tolist(), "distance_l2": l2.tolist(), "distance_ssim": ssim.tolist(),
-             "confidence": r.confidence.tolist(), "history_1_minus_f_label": r.history[::max(1, c.steps // 100)].tolist(),
+             "confidence": r.confidence.tolist(),
+             "history_1_minus_f_label": r.history[::max(1, c.steps // 100)].tolist(),
              "settings": {k: getattr(c, k) for k in ("steps", "lr", "lam", "prior", "btv_p", "btv_alpha", "optimizer",
                                                      "change_of_variable", "restarts", "seed")}}, indent=2)
 

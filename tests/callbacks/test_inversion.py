@@ -50,6 +50,7 @@ def test_the_audit_emits_both_attacks_metrics_and_grids(monkeypatch, tmp_path):
     per_class = [m[f"inversion/optimization/class_{k}/distance_l2"] for k in range(10)]
     assert m["inversion/optimization/distance_l2"] == pytest.approx(sum(per_class) / 10)
     assert 0 < m["inversion/optimization/distance_ssim"] <= 2 and m["inversion/optimization/restarts"] == 1
+    assert m["time/inversion_decoder_s"] > 0 and m["time/inversion_optimization_s"] > 0
     assert 0 <= m["inversion/optimization/attack_acc"] <= 1 and 0 <= m["inversion/optimization/evaluator_acc"] <= 1
     assert set(r.artifacts) == {"inversion/decoder_grid.png", "inversion/decoder_scores.json",
                                 "inversion/optimization_grid.png", "inversion/optimization.json"}

@@ -4,9 +4,9 @@ j's activation back to the input, and report the reconstruction error on members
 
 White-box points are the layers the network lists (``named_layers()``) and its pooling modules, in module order (the
 paper's Table 4: Conv1, MaxPool1, …, Flatten+Dense, Prediction), each weighted layer read after the activation
-modules that directly follow it (a conv's ReLU, a dense layer's ReLU; the prediction layer's logits); the black-box point
-(``blackbox``) is the score vector a client receives (``released_probs``, so test-time defenses count). Functions of
-tensors and a model: the callback gathers the images, this module trains and scores."""
+modules that directly follow it (a conv's ReLU, a dense layer's ReLU; the prediction layer's logits); the black-box
+point (``blackbox``) is the score vector a client receives (``released_probs``, so test-time defenses count).
+Functions of tensors and a model: the callback gathers the images, this module trains and scores."""
 
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ class InversionResult:
 
 def check_settings(*, steps: int, lr: float, lam: float, restarts: int) -> None:
     if not isinstance(steps, int) or steps < 1:
-        raise UserInputError(f"inversion steps T must be an integer >= 1 (the paper's MNIST preset: 5000); got {steps!r}")
+        raise UserInputError(f"inversion steps T must be an integer >= 1 (the paper's MNIST preset: 5000); "
+                             f"got {steps!r}")
     if lam < 0:
         raise UserInputError(f"inversion λ (lam) must be >= 0 (the paper: 0.05 with ℓ1, 0.001 with BTV); got {lam}")
     if lr <= 0:
