@@ -160,3 +160,18 @@ def test_the_full_presets_run_on_the_quickstart(in_tmp, preset):
 
     configs = [a for p in preset for a in ("--config", str(REPO / "conf/audit" / p))]
     main(["fit", "--config", str(REPO / "conf/experiments/quickstart.yaml"), *configs, "--trainer.max_epochs", "2"])
+
+
+def test_the_faces_preset_stacks_on_the_mnist_preset(in_tmp):
+    from lightning_privacy.cli import cli
+
+    c = cli(["--config", str(REPO / "conf/experiments/quickstart.yaml"),
+             "--config", str(REPO / "conf/audit/inversion.yaml"),
+             "--config", str(REPO / "conf/audit/inversion_btv.yaml")], run=False)
+    inv = c.config.audit.inversion
+    assert (inv.prior, inv.btv_p, inv.btv_alpha, inv.lam, inv.steps, inv.lr) == ("btv", 2, 0.9, 0.001, 100, 0.05)
+    assert inv.attacks == ["decoder", "optimization"] and inv.optimizer == "paper"  # kept from inversion.yaml
+    assert c.config.audit.membership.attacks == ["loss", "confidence", "entropy", "m_entropy"]  # the experiment's
+    mnist = cli(["--config", str(REPO / "conf/experiments/quickstart.yaml"),
+                 "--config", str(REPO / "conf/audit/inversion.yaml")], run=False).config.audit.inversion
+    assert (mnist.prior, mnist.steps, mnist.lr, mnist.lam) == ("l1", 5000, 0.1, 0.05)
