@@ -1,0 +1,60 @@
+"""The attacker's decoder of the layer-wise inversion attack (DP-vs-regularization paper, Sec. 4 and Fig. 3).
+
+The paper fixes: SiLU on every hidden layer, a final convolution with the input's channels and a sigmoid, MSE loss,
+Adam at 1e-3. Its Fig. 3 layout is not legible in the text, so the upsampler is designed here to start from any
+layer's activation shape:
+
+* a spatial activation (c, h, w) — a conv or pooling output — goes through a 1×1 conv to ``width`` channels;
+* a flat activation (d,) — a dense layer, the prediction layer or a released score vector — goes through a Linear
+  layer to ``width`` × ⌈H/4⌉ × ⌈W/4⌉ and is reshaped to that grid;
+* then, while the grid is smaller than the input, stages of (×2 nearest upsampling, 3×3 conv, SiLU), halving the
+  width down to no less than 16; a bilinear resize to exactly (H, W) when the doubling overshoots; one more 3×3 conv
+  + SiLU at full size; the final 3×3 conv to the input's channels and a sigmoid (images in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Decoder(nn.Module):
+    """Maps an activation of shape ``in_shape`` ((d,) or (c, h, w)) back to an image of ``out_shape`` (C, H, W)."""
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], width: int = 64) -> None:
+        super().__init__()
+        in_shape, out_shape = tuple(int(s) for s in in_shape), tuple(int(s) for s in out_shape)
+        if len(out_shape) != 3 or min(out_shape) < 1:
+            raise ValueError(f"out_shape must be (C, H, W); got {out_shape}")
+        if len(in_shape) not in (1, 3) or min(in_shape) < 1:
+            raise ValueError(f"a decoder starts from a flat (d,) or spatial (c, h, w) activation; got {in_shape}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1; got {width}")
+        c_out, h_out, w_out = out_shape
+        self.in_shape, self.out_shape = in_shape, out_shape
+        if len(in_shape) == 1:
+            h, w = math.ceil(h_out / 4), math.ceil(w_out / 4)
+            self.stem: nn.Module = nn.Sequential(nn.Linear(in_shape[0], width * h * w), nn.SiLU(),
+                                                 nn.Unflatten(1, (width, h, w)))
+        else:
+            h, w = in_shape[1], in_shape[2]
+            self.stem = nn.Sequential(nn.Conv2d(in_shape[0], width, 1), nn.SiLU())
+        stages: list[nn.Module] = []
+        c = width
+        while h < h_out or w < w_out:
+            nxt = max(16, c // 2)
+            stages += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, nxt, 3, padding=1), nn.SiLU()]
+            c, h, w = nxt, h * 2, w * 2
+        self.upsample = nn.Sequential(*stages)
+        self.resize = (h, w) != (h_out, w_out)
+        self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c_out, 3, padding=1),
+                                  nn.Sigmoid())
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.upsample(self.stem(z))
+        if self.resize:
+            x = F.interpolate(x, size=self.out_shape[1:], mode="bilinear", align_corners=False)
+        return self.head(x)
