@@ -24,6 +24,7 @@ from lightning_privacy.callbacks.timing import EpochTimer
 from lightning_privacy.data.base import PrivacyDataModule
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.results import AuditResult
+from lightning_privacy.tracking.catalog import explain
 from lightning_privacy.tracking.mlflow import (
     TrackingConfig,
     build_logger,
@@ -90,6 +91,16 @@ def checkpoint_of(run: Any) -> str:
     return path
 
 
+CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
+
+
+def check_ckpt_path(path: Optional[str]) -> None:
+    """``--ckpt_path`` names a checkpoint file that exists (or one of Lightning's keywords)."""
+    if path and path not in CKPT_KEYWORDS and not path.startswith("registry:") and not Path(path).is_file():
+        raise UserInputError(f"--ckpt_path {path}: no such checkpoint file; give the path a fit printed in its "
+                             "summary ('checkpoint'), or pass --tracking.run_id RUN to audit that run's checkpoint")
+
+
 def audited_weights(trainer: Trainer) -> tuple[Optional[str], str]:
     """The best validation checkpoint when a monitoring ModelCheckpoint saved one, else the last weights, with
     the checkpoint that holds them when one was saved at the last step (e.g. Lightning's default checkpointing)."""
@@ -126,6 +137,11 @@ class PrivacyCLI(LightningCLI):
             run=run,
         )
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        """Parse errors are raised (``main`` prints them as one line) instead of a usage dump."""
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--compose", type=Optional[list[str]], default=None,
                             help="Config files this one is composed of (expanded by the CLI; see README).")
@@ -140,6 +156,7 @@ class PrivacyCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        check_ckpt_path(self._subconfig.get("ckpt_path"))
         tracking: TrackingConfig = self._subconfig.tracking
         if tracking.enabled:
             self.tracking_uri = resolve_tracking_uri(
@@ -236,9 +253,14 @@ def cli(args: Optional[Sequence[str]] = None, *, run: bool = True) -> PrivacyCLI
 
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Console entry point: bad input ends in one line on stderr and exit status 2."""
+    from jsonargparse import ArgumentError
+
     UserInputError.last = None
     try:
         cli(args)
+    except ArgumentError as e:
+        inner = UserInputError.last
+        _exit_with(inner if inner is not None and str(inner) in str(e) else UserInputError(explain(str(e))))
     except UserInputError as e:
         _exit_with(e)
     except ValueError as e:

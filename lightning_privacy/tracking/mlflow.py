@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from lightning.pytorch.loggers import MLFlowLogger
 
 from lightning_privacy.errors import TrackingServerError
+from lightning_privacy.tracking.store import ensure_store, normalize_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -42,14 +43,14 @@ def resolve_tracking_uri(*, flag: Optional[str], env: Optional[str], config: Opt
     """An explicit command-line flag, then ``MLFLOW_TRACKING_URI``, then config files, then the default."""
     for uri in (flag, env, config):
         if uri:
-            return uri
+            return normalize_uri(uri)
     return default
 
 
 def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
     """Fail in seconds, with what to do, when an HTTP tracking server does not answer ``/health``."""
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        ensure_store(uri)
         return
     if not uri.startswith(("http://", "https://")):
         return
