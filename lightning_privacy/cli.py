@@ -200,6 +200,19 @@ class PrivacyCLI(LightningCLI):
         )
         return trainer
 
+    def _check_data(self, stage: str) -> None:
+        """Read the data and draw the split before the trainer starts, so that a missing dataset or an impossible
+        split is one error and no MLflow run (Lightning creates it before it sets the data up). ``setup`` keeps
+        what it built, so the trainer does not read the data again."""
+        self.datamodule.prepare_data()
+        self.datamodule.setup(stage)
+
+    def before_fit(self) -> None:
+        self._check_data("fit")
+
+    def before_validate(self) -> None:
+        self._check_data("validate")
+
     def after_fit(self) -> None:
         """Test the weights a user would ship on the non-member role, which triggers the audits."""
         if self.trainer.interrupted:
@@ -215,6 +228,7 @@ class PrivacyCLI(LightningCLI):
         self._print_summary()
 
     def before_test(self) -> None:
+        self._check_data("test")
         ckpt_path = self._subconfig.get("ckpt_path")
         if not ckpt_path:
             rank_zero_warn("testing without --ckpt_path: the model's initial (untrained) weights are tested and audited")

@@ -52,3 +52,18 @@ def test_a_file_uri_is_one_line_saying_what_to_write(in_tmp, capsys, monkeypatch
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     line = _one_line_error(capsys, ["fit", "--config", QUICKSTART, "--tracking.uri", f"file://{in_tmp}/old"])
     assert f"sqlite:///{in_tmp}/old/mlflow.db" in line
+
+
+def test_a_missing_dataset_in_a_plain_directory_store_leaves_no_run(in_tmp, capsys):
+    """--tracking.uri ./store is the sqlite store inside it; the data error comes before the run is created."""
+    line = _one_line_error(capsys, ["fit", "--config", str(REPO / "conf" / "experiments" / "fmnist_baseline.yaml"),
+                                    "--data.root", str(in_tmp / "no-data"), "--tracking.uri", "./store"])
+    assert "train-images-idx3-ubyte" in line
+    assert (in_tmp / "store" / "mlflow.db").is_file()
+    assert _runs(f"sqlite:///{in_tmp / 'store' / 'mlflow.db'}") == []
+
+
+def test_an_impossible_split_leaves_no_run(in_tmp, capsys):
+    line = _one_line_error(capsys, ["fit", "--config", QUICKSTART, "--data.init_args.members", "5000"])
+    assert "5000" in line or "members" in line
+    assert _runs(f"sqlite:///{in_tmp / 'mlruns' / 'mlflow.db'}") == []
