@@ -15,10 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from rich.console import Console
-from rich.table import Table
 
-from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.callbacks.registry import AUDITS
 from lightning_privacy.callbacks.timing import EpochTimer
 from lightning_privacy.data.base import PrivacyDataModule
@@ -35,6 +32,7 @@ from lightning_privacy.tracking.mlflow import (
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
+from lightning_privacy.tracking.summary import InterruptReport, audit_command, print_summary, summary_rows
 
 URI_FLAG = "--tracking.uri"
 # main() passes LightningCLI the command line after expanding `compose:`, which differs from sys.argv on purpose.
@@ -123,8 +121,11 @@ def _global_step(path: str) -> int:
 
 
 class PrivacyCLI(LightningCLI):
-    def __init__(self, args: Optional[list[str]] = None, *, explicit_uri: bool = False, run: bool = True) -> None:
+    def __init__(self, args: Optional[list[str]] = None, *, explicit_uri: bool = False, run: bool = True,
+                 config_files: Sequence[str] = ()) -> None:
         self.explicit_uri = explicit_uri
+        self.config_files = list(config_files)  # as the user gave them, for the commands the summaries print
+        self._audited_checkpoint: Optional[str] = None
         self.tracking_uri: Optional[str] = None
         super().__init__(
             model_class=None,
@@ -194,7 +195,7 @@ class PrivacyCLI(LightningCLI):
         parser = self._parser(self.subcommand)
         config_yaml = parser.dump(cfg, skip_none=False, skip_validation=True)
         trainer.callbacks.extend(
-            [EpochTimer(), RunRecorder(config=yaml.safe_load(config_yaml), config_yaml=config_yaml,
+            [EpochTimer(), InterruptReport(self.config_files, self.tracking_uri), RunRecorder(config=yaml.safe_load(config_yaml), config_yaml=config_yaml,
                                        resumed=bool(cfg.tracking.run_id)),
              *self._audit_callbacks()]
         )
@@ -218,6 +219,7 @@ class PrivacyCLI(LightningCLI):
         if self.trainer.interrupted:
             return
         ckpt_path, weights = audited_weights(self.trainer)
+        self._audited_checkpoint = str(Path(ckpt_path).resolve()) if ckpt_path else None
         publish(AuditResult(name="weights", tags={
             "audit.weights": weights, "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "in-memory"}),
             self.trainer.loggers)
@@ -235,34 +237,40 @@ class PrivacyCLI(LightningCLI):
         publish(AuditResult(name="weights", tags={
             "audit.weights": "checkpoint" if ckpt_path else "initial",
             "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "none"}), self.trainer.loggers)
+        self._audited_checkpoint = str(Path(ckpt_path).resolve()) if ckpt_path else None
 
     def after_test(self) -> None:
         self._print_summary()
 
     @rank_zero_only
     def _print_summary(self) -> None:
-        table = Table(title="lightning-privacy", show_header=False)
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k == "test/acc"}
-        dp = getattr(self.model, "dp_summary", {})  # the model's own account, not an audit
-        metrics.update({k: v for k, v in dp.items() if k == "dp/epsilon"})
-        for cb in self.trainer.callbacks:  # what each audit's latest result holds
-            if isinstance(cb, AuditCallback) and cb.last_result is not None:
-                metrics.update(cb.last_result.headline())
-        for key, value in metrics.items():
-            table.add_row(key, f"{value:.4f}")
+        rows, lines = summary_rows(self.trainer, self.model), []
+        ckpt = self._audited_checkpoint
+        if ckpt:
+            lines.append(("checkpoint", ckpt))
+            if self.subcommand == "fit":
+                lines.append(("audit again", audit_command(self.config_files, ckpt)))
         mlflow_loggers = [lg for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)]
         if mlflow_loggers:
-            table.add_row("mlflow run", f"{mlflow_loggers[0].run_id} @ {self.tracking_uri}")
+            lines.append(("mlflow run", f"{mlflow_loggers[0].run_id} @ {self.tracking_uri}"))
             if self.tracking_uri and self.tracking_uri.startswith("sqlite:///"):
-                table.add_row("view", f"mlflow ui --backend-store-uri {self.tracking_uri}")
-        Console().print(table)
+                lines.append(("view", f"mlflow ui --backend-store-uri {self.tracking_uri}"))
+        print_summary(rows, lines=lines)
 
 
 def cli(args: Optional[Sequence[str]] = None, *, run: bool = True) -> PrivacyCLI:
     """Build (and by default run) the CLI from command-line arguments, after expanding ``compose:``."""
     argv = expand_compose(sys.argv[1:] if args is None else args)
     explicit = any(t == URI_FLAG or t.startswith(URI_FLAG + "=") for t in argv)
-    return PrivacyCLI(argv, explicit_uri=explicit, run=run)
+    return PrivacyCLI(argv, explicit_uri=explicit, run=run, config_files=config_files(
+        sys.argv[1:] if args is None else args))
+
+
+def config_files(argv: Sequence[str]) -> list[str]:
+    """The ``--config`` files of a command line, as given."""
+    args = list(argv)
+    return [args[i + 1] if t == "--config" else t.split("=", 1)[1] for i, t in enumerate(args)
+            if (t == "--config" and i + 1 < len(args)) or t.startswith("--config=")]
 
 
 def main(args: Optional[Sequence[str]] = None) -> None:
