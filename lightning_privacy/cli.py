@@ -193,7 +193,7 @@ class PrivacyCLI(LightningCLI):
             kwargs["logger"] = [logger, *others]
         trainer = super().instantiate_trainer(**kwargs)
         parser = self._parser(self.subcommand)
-        config_yaml = parser.dump(cfg, skip_none=False, skip_validation=True)
+        config_yaml = self_contained_config(parser, cfg)
         trainer.callbacks.extend(
             [EpochTimer(), InterruptReport(self.config_files, self.tracking_uri), RunRecorder(config=yaml.safe_load(config_yaml), config_yaml=config_yaml,
                                        resumed=bool(cfg.tracking.run_id)),
@@ -256,6 +256,16 @@ class PrivacyCLI(LightningCLI):
             if self.tracking_uri and self.tracking_uri.startswith("sqlite:///"):
                 lines.append(("view", f"mlflow ui --backend-store-uri {self.tracking_uri}"))
         print_summary(rows, lines=lines)
+
+
+def self_contained_config(parser: Any, cfg: Any) -> str:
+    """The resolved config as YAML that re-runs the run on its own: ``compose:`` (paths relative to files that
+    the logged copy is not next to) is dropped, as everything it composed is already expanded in it."""
+    expanded = cfg.clone()
+    expanded.compose = None
+    data = yaml.safe_load(parser.dump(expanded, skip_none=False, skip_validation=True))
+    data.pop("compose", None)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def cli(args: Optional[Sequence[str]] = None, *, run: bool = True) -> PrivacyCLI:
