@@ -32,6 +32,7 @@ from lightning_privacy.tracking.mlflow import (
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
+from lightning_privacy.tracking.run_tags import run_tags
 from lightning_privacy.tracking.summary import InterruptReport, audit_command, print_summary, summary_rows
 
 URI_FLAG = "--tracking.uri"
@@ -182,8 +183,7 @@ class PrivacyCLI(LightningCLI):
         cfg = self._subconfig
         if self.tracking_uri is not None:
             tags = {
-                "dataset": getattr(self.datamodule, "dataset_name", type(self.datamodule).__name__),
-                "defense": type(self.model).__name__,
+                **run_tags(self.model, self.datamodule),
                 "git.commit": git_commit(),
                 "cli.subcommand": str(self.subcommand),
             }
