@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -21,7 +22,7 @@ from lightning_privacy.callbacks.timing import EpochTimer
 from lightning_privacy.data.base import PrivacyDataModule
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.results import AuditResult
-from lightning_privacy.tracking.catalog import explain
+from lightning_privacy.tracking.catalog import explain, overview
 from lightning_privacy.tracking.mlflow import (
     TrackingConfig,
     build_logger,
@@ -121,6 +122,13 @@ def _global_step(path: str) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
 
 
+class KeepLinesFormatter(DefaultHelpFormatter):
+    """jsonargparse's help formatter, keeping the description's line breaks (its lists, one entry a line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class PrivacyCLI(LightningCLI):
     def __init__(self, args: Optional[list[str]] = None, *, explicit_uri: bool = False, run: bool = True,
                  config_files: Sequence[str] = ()) -> None:
@@ -140,9 +148,18 @@ class PrivacyCLI(LightningCLI):
         )
 
     def init_parser(self, **kwargs: Any) -> Any:
-        """Parse errors are raised (``main`` prints them as one line) instead of a usage dump."""
+        """Parse errors are raised (``main`` prints them as one line) instead of a usage dump; the help describes
+        the tool and its choices, keeping their line breaks."""
         kwargs.setdefault("exit_on_error", False)
+        kwargs.setdefault("formatter_class", KeepLinesFormatter)
+        tool = overview({name: entry.help for name, entry in AUDITS.items()})
+        kwargs["description"] = f"{kwargs['description']}\n\n{tool}" if kwargs.get("description") else tool
         return super().init_parser(**kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test (Lightning's ``predict`` has no use here: no prediction writer is configured)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--compose", type=Optional[list[str]], default=None,

@@ -33,8 +33,7 @@ def _comment(path: Path) -> str:
         if not line.startswith("#"):
             break
         lines.append(line.lstrip("# ").strip())
-    text = " ".join(lines)
-    return text.split(". ")[0] if text else ""
+    return lines[0] if lines else ""
 
 
 def _class_doc(class_path: str) -> str:
@@ -63,7 +62,9 @@ def choices(folder: str) -> dict[str, str]:
                 data = {}
             key = next((k for k, v in GROUPS.items() if v == folder), None)
             class_path = (data.get(key) or {}).get("class_path", "") if key and isinstance(data, dict) else ""
-            line = _class_doc(class_path) if class_path else ""
+            name = class_path.rpartition(".")[2]
+            doc = _class_doc(class_path) if class_path else ""
+            line = f"{name}: {doc}" if doc else name
         out[path.stem] = _one_line(line or path.stem)
     return out
 
@@ -102,3 +103,22 @@ def explain(message: str) -> str:
     if option:
         return f"--{option}" + (f" {value}" if value else "") + f": {reason}"
     return _one_line(reason, 300)
+
+
+def _section(title: str, entries: dict[str, str], how: str) -> str:
+    width = max((len(k) for k in entries), default=0)
+    lines = [f"{title} ({how}):"] + [f"  {name:<{width}}  {line}" for name, line in entries.items()]
+    return "\n".join(lines)
+
+
+def overview(audits: dict[str, str]) -> str:
+    """The tool in a sentence, then the defenses, datasets and audits one line each (``--help``)."""
+    return "\n\n".join([
+        "Train, defend and attack models for membership privacy: one command trains a defense on a dataset's "
+        "member role, tests it, audits it (membership-inference attacks, AOP, empirical ε) and logs one MLflow run.",
+        "Example: lightning-privacy fit --config conf/experiments/quickstart.yaml",
+        _section("defenses", choices("defense"), "--config conf/defense/NAME.yaml"),
+        _section("datasets", choices("data"), "--config conf/data/NAME.yaml"),
+        _section("audit presets", choices("audit"), "--config conf/audit/NAME.yaml"),
+        _section("audit kinds", audits, "--audit.KIND.* options"),
+    ])

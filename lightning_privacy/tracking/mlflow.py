@@ -23,15 +23,23 @@ CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_
 
 @dataclass
 class TrackingConfig:
-    """``tracking:`` settings. ``uri``: an MLflow tracking URI (``http://host:port``, ``sqlite:///path``);
-    null = ``MLFLOW_TRACKING_URI`` or the local store ``./mlruns/mlflow.db``."""
+    """``tracking:`` settings: where and how the run is logged in MLflow.
+
+    Args:
+        uri: MLflow tracking URI: http://host:port, sqlite:///path/mlflow.db, or a directory (the sqlite store
+            mlflow.db inside it); null = MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db.
+        experiment: MLflow experiment the run is logged in.
+        run_name: name shown for the run in MLflow (null: MLflow picks one).
+        enabled: false = log nothing to MLflow (the run still trains, tests and audits).
+        run_id: log into this existing run instead of a new one (e.g. ``test`` re-auditing a finished run's
+            model, its checkpoint taken from the run's ``audit.checkpoint`` tag).
+    """
 
     uri: Optional[str] = None
     experiment: str = "lightning-privacy"
     run_name: Optional[str] = None
     enabled: bool = True
     run_id: Optional[str] = None
-    """Log into this existing run instead of a new one (e.g. ``test`` re-auditing a finished run's model)."""
 
 
 def default_tracking_uri(base: Optional[Path] = None) -> str:
