@@ -32,6 +32,7 @@ from lightning_privacy.tracking.mlflow import (
     resolve_tracking_uri,
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
+from lightning_privacy.tracking.quiet import silence_unactionable
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
 from lightning_privacy.tracking.run_tags import run_tags
 from lightning_privacy.tracking.summary import InterruptReport, audit_command, print_summary, summary_rows
@@ -141,6 +142,7 @@ class PrivacyCLI(LightningCLI):
             datamodule_class=PrivacyDataModule,
             subclass_mode_data=True,
             save_config_callback=None,
+            seed_everything_default=0,  # the seed Lightning picked with a "No seed found" warning, now stated
             parser_kwargs={"parser_mode": "omegaconf"},
             trainer_defaults={"default_root_dir": "outputs", "callbacks": [RichProgressBar()]},
             args=args,
@@ -287,6 +289,7 @@ def self_contained_config(parser: Any, cfg: Any) -> str:
 
 def cli(args: Optional[Sequence[str]] = None, *, run: bool = True) -> PrivacyCLI:
     """Build (and by default run) the CLI from command-line arguments, after expanding ``compose:``."""
+    silence_unactionable()
     argv = expand_compose(sys.argv[1:] if args is None else args)
     explicit = any(t == URI_FLAG or t.startswith(URI_FLAG + "=") for t in argv)
     return PrivacyCLI(argv, explicit_uri=explicit, run=run, config_files=config_files(
