@@ -308,7 +308,12 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     from jsonargparse import ArgumentError
 
     UserInputError.last = None
+    argv = sys.argv[1:] if args is None else list(args)
     try:
+        if argv[:1] == ["ui"]:  # not a LightningCLI subcommand: a light MLflow server on the local store
+            from lightning_privacy.tracking.ui import serve
+
+            sys.exit(serve(argv[1:]))
         cli(args)
     except ArgumentError as e:
         inner = UserInputError.last
