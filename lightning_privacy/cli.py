@@ -9,21 +9,20 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from rich.console import Console
-from rich.table import Table
 
-from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.callbacks.registry import AUDITS
 from lightning_privacy.callbacks.timing import EpochTimer
 from lightning_privacy.data.base import PrivacyDataModule
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.results import AuditResult
+from lightning_privacy.tracking.catalog import explain, overview
 from lightning_privacy.tracking.mlflow import (
     TrackingConfig,
     build_logger,
@@ -33,7 +32,10 @@ from lightning_privacy.tracking.mlflow import (
     resolve_tracking_uri,
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
+from lightning_privacy.tracking.quiet import silence_unactionable
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
+from lightning_privacy.tracking.run_tags import run_tags
+from lightning_privacy.tracking.summary import InterruptReport, audit_command, print_summary, summary_rows
 
 URI_FLAG = "--tracking.uri"
 # main() passes LightningCLI the command line after expanding `compose:`, which differs from sys.argv on purpose.
@@ -90,6 +92,16 @@ def checkpoint_of(run: Any) -> str:
     return path
 
 
+CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
+
+
+def check_ckpt_path(path: Optional[str]) -> None:
+    """``--ckpt_path`` names a checkpoint file that exists (or one of Lightning's keywords)."""
+    if path and path not in CKPT_KEYWORDS and not path.startswith("registry:") and not Path(path).is_file():
+        raise UserInputError(f"--ckpt_path {path}: no such checkpoint file; give the path a fit printed in its "
+                             "summary ('checkpoint'), or pass --tracking.run_id RUN to audit that run's checkpoint")
+
+
 def audited_weights(trainer: Trainer) -> tuple[Optional[str], str]:
     """The best validation checkpoint when a monitoring ModelCheckpoint saved one, else the last weights, with
     the checkpoint that holds them when one was saved at the last step (e.g. Lightning's default checkpointing)."""
@@ -111,20 +123,45 @@ def _global_step(path: str) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
 
 
+class KeepLinesFormatter(DefaultHelpFormatter):
+    """jsonargparse's help formatter, keeping the description's line breaks (its lists, one entry a line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class PrivacyCLI(LightningCLI):
-    def __init__(self, args: Optional[list[str]] = None, *, explicit_uri: bool = False, run: bool = True) -> None:
+    def __init__(self, args: Optional[list[str]] = None, *, explicit_uri: bool = False, run: bool = True,
+                 config_files: Sequence[str] = ()) -> None:
         self.explicit_uri = explicit_uri
+        self.config_files = list(config_files)  # as the user gave them, for the commands the summaries print
+        self._audited_checkpoint: Optional[str] = None
         self.tracking_uri: Optional[str] = None
         super().__init__(
             model_class=None,
             datamodule_class=PrivacyDataModule,
             subclass_mode_data=True,
             save_config_callback=None,
+            seed_everything_default=0,  # the seed Lightning picked with a "No seed found" warning, now stated
             parser_kwargs={"parser_mode": "omegaconf"},
             trainer_defaults={"default_root_dir": "outputs", "callbacks": [RichProgressBar()]},
             args=args,
             run=run,
         )
+
+    def init_parser(self, **kwargs: Any) -> Any:
+        """Parse errors are raised (``main`` prints them as one line) instead of a usage dump; the help describes
+        the tool and its choices, keeping their line breaks."""
+        kwargs.setdefault("exit_on_error", False)
+        kwargs.setdefault("formatter_class", KeepLinesFormatter)
+        tool = overview({name: entry.help for name, entry in AUDITS.items()})
+        kwargs["description"] = f"{kwargs['description']}\n\n{tool}" if kwargs.get("description") else tool
+        return super().init_parser(**kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test (Lightning's ``predict`` has no use here: no prediction writer is configured)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--compose", type=Optional[list[str]], default=None,
@@ -140,6 +177,7 @@ class PrivacyCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        check_ckpt_path(self._subconfig.get("ckpt_path"))
         tracking: TrackingConfig = self._subconfig.tracking
         if tracking.enabled:
             self.tracking_uri = resolve_tracking_uri(
@@ -164,8 +202,7 @@ class PrivacyCLI(LightningCLI):
         cfg = self._subconfig
         if self.tracking_uri is not None:
             tags = {
-                "dataset": getattr(self.datamodule, "dataset_name", type(self.datamodule).__name__),
-                "defense": type(self.model).__name__,
+                **run_tags(self.model, self.datamodule),
                 "git.commit": git_commit(),
                 "cli.subcommand": str(self.subcommand),
             }
@@ -175,19 +212,33 @@ class PrivacyCLI(LightningCLI):
             kwargs["logger"] = [logger, *others]
         trainer = super().instantiate_trainer(**kwargs)
         parser = self._parser(self.subcommand)
-        config_yaml = parser.dump(cfg, skip_none=False, skip_validation=True)
+        config_yaml = self_contained_config(parser, cfg)
         trainer.callbacks.extend(
-            [EpochTimer(), RunRecorder(config=yaml.safe_load(config_yaml), config_yaml=config_yaml,
+            [EpochTimer(), InterruptReport(self.config_files, self.tracking_uri), RunRecorder(config=yaml.safe_load(config_yaml), config_yaml=config_yaml,
                                        resumed=bool(cfg.tracking.run_id)),
              *self._audit_callbacks()]
         )
         return trainer
+
+    def _check_data(self, stage: str) -> None:
+        """Read the data and draw the split before the trainer starts, so that a missing dataset or an impossible
+        split is one error and no MLflow run (Lightning creates it before it sets the data up). ``setup`` keeps
+        what it built, so the trainer does not read the data again."""
+        self.datamodule.prepare_data()
+        self.datamodule.setup(stage)
+
+    def before_fit(self) -> None:
+        self._check_data("fit")
+
+    def before_validate(self) -> None:
+        self._check_data("validate")
 
     def after_fit(self) -> None:
         """Test the weights a user would ship on the non-member role, which triggers the audits."""
         if self.trainer.interrupted:
             return
         ckpt_path, weights = audited_weights(self.trainer)
+        self._audited_checkpoint = str(Path(ckpt_path).resolve()) if ckpt_path else None
         publish(AuditResult(name="weights", tags={
             "audit.weights": weights, "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "in-memory"}),
             self.trainer.loggers)
@@ -198,47 +249,75 @@ class PrivacyCLI(LightningCLI):
         self._print_summary()
 
     def before_test(self) -> None:
+        self._check_data("test")
         ckpt_path = self._subconfig.get("ckpt_path")
         if not ckpt_path:
             rank_zero_warn("testing without --ckpt_path: the model's initial (untrained) weights are tested and audited")
         publish(AuditResult(name="weights", tags={
             "audit.weights": "checkpoint" if ckpt_path else "initial",
             "audit.checkpoint": str(Path(ckpt_path).resolve()) if ckpt_path else "none"}), self.trainer.loggers)
+        self._audited_checkpoint = str(Path(ckpt_path).resolve()) if ckpt_path else None
 
     def after_test(self) -> None:
         self._print_summary()
 
     @rank_zero_only
     def _print_summary(self) -> None:
-        table = Table(title="lightning-privacy", show_header=False)
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k == "test/acc"}
-        dp = getattr(self.model, "dp_summary", {})  # the model's own account, not an audit
-        metrics.update({k: v for k, v in dp.items() if k == "dp/epsilon"})
-        for cb in self.trainer.callbacks:  # what each audit's latest result holds
-            if isinstance(cb, AuditCallback) and cb.last_result is not None:
-                metrics.update(cb.last_result.headline())
-        for key, value in metrics.items():
-            table.add_row(key, f"{value:.4f}")
+        rows, lines = summary_rows(self.trainer, self.model), []
+        ckpt = self._audited_checkpoint
+        if ckpt:
+            lines.append(("checkpoint", ckpt))
+            if self.subcommand == "fit":
+                lines.append(("audit again", audit_command(self.config_files, ckpt)))
         mlflow_loggers = [lg for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)]
         if mlflow_loggers:
-            table.add_row("mlflow run", f"{mlflow_loggers[0].run_id} @ {self.tracking_uri}")
+            lines.append(("mlflow run", f"{mlflow_loggers[0].run_id} @ {self.tracking_uri}"))
             if self.tracking_uri and self.tracking_uri.startswith("sqlite:///"):
-                table.add_row("view", f"mlflow ui --backend-store-uri {self.tracking_uri}")
-        Console().print(table)
+                lines.append(("view", f"mlflow ui --backend-store-uri {self.tracking_uri}"))
+        print_summary(rows, lines=lines)
+
+
+def self_contained_config(parser: Any, cfg: Any) -> str:
+    """The resolved config as YAML that re-runs the run on its own: ``compose:`` (paths relative to files that
+    the logged copy is not next to) is dropped, as everything it composed is already expanded in it."""
+    expanded = cfg.clone()
+    expanded.compose = None
+    data = yaml.safe_load(parser.dump(expanded, skip_none=False, skip_validation=True))
+    data.pop("compose", None)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def cli(args: Optional[Sequence[str]] = None, *, run: bool = True) -> PrivacyCLI:
     """Build (and by default run) the CLI from command-line arguments, after expanding ``compose:``."""
+    silence_unactionable()
     argv = expand_compose(sys.argv[1:] if args is None else args)
     explicit = any(t == URI_FLAG or t.startswith(URI_FLAG + "=") for t in argv)
-    return PrivacyCLI(argv, explicit_uri=explicit, run=run)
+    return PrivacyCLI(argv, explicit_uri=explicit, run=run, config_files=config_files(
+        sys.argv[1:] if args is None else args))
+
+
+def config_files(argv: Sequence[str]) -> list[str]:
+    """The ``--config`` files of a command line, as given."""
+    args = list(argv)
+    return [args[i + 1] if t == "--config" else t.split("=", 1)[1] for i, t in enumerate(args)
+            if (t == "--config" and i + 1 < len(args)) or t.startswith("--config=")]
 
 
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Console entry point: bad input ends in one line on stderr and exit status 2."""
+    from jsonargparse import ArgumentError
+
     UserInputError.last = None
+    argv = sys.argv[1:] if args is None else list(args)
     try:
+        if argv[:1] == ["ui"]:  # not a LightningCLI subcommand: a light MLflow server on the local store
+            from lightning_privacy.tracking.ui import serve
+
+            sys.exit(serve(argv[1:]))
         cli(args)
+    except ArgumentError as e:
+        inner = UserInputError.last
+        _exit_with(inner if inner is not None and str(inner) in str(e) else UserInputError(explain(str(e))))
     except UserInputError as e:
         _exit_with(e)
     except ValueError as e:

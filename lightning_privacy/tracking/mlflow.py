@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from lightning.pytorch.loggers import MLFlowLogger
 
 from lightning_privacy.errors import TrackingServerError
+from lightning_privacy.tracking.store import ensure_store, normalize_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -22,15 +23,23 @@ CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_
 
 @dataclass
 class TrackingConfig:
-    """``tracking:`` settings. ``uri``: an MLflow tracking URI (``http://host:port``, ``sqlite:///path``);
-    null = ``MLFLOW_TRACKING_URI`` or the local store ``./mlruns/mlflow.db``."""
+    """``tracking:`` settings: where and how the run is logged in MLflow.
+
+    Args:
+        uri: MLflow tracking URI: http://host:port, sqlite:///path/mlflow.db, or a directory (the sqlite store
+            mlflow.db inside it); null = MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db.
+        experiment: MLflow experiment the run is logged in.
+        run_name: name shown for the run in MLflow (null: MLflow picks one).
+        enabled: false = log nothing to MLflow (the run still trains, tests and audits).
+        run_id: log into this existing run instead of a new one (e.g. ``test`` re-auditing a finished run's
+            model, its checkpoint taken from the run's ``audit.checkpoint`` tag).
+    """
 
     uri: Optional[str] = None
     experiment: str = "lightning-privacy"
     run_name: Optional[str] = None
     enabled: bool = True
     run_id: Optional[str] = None
-    """Log into this existing run instead of a new one (e.g. ``test`` re-auditing a finished run's model)."""
 
 
 def default_tracking_uri(base: Optional[Path] = None) -> str:
@@ -42,14 +51,14 @@ def resolve_tracking_uri(*, flag: Optional[str], env: Optional[str], config: Opt
     """An explicit command-line flag, then ``MLFLOW_TRACKING_URI``, then config files, then the default."""
     for uri in (flag, env, config):
         if uri:
-            return uri
+            return normalize_uri(uri)
     return default
 
 
 def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
     """Fail in seconds, with what to do, when an HTTP tracking server does not answer ``/health``."""
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        ensure_store(uri)
         return
     if not uri.startswith(("http://", "https://")):
         return

@@ -15,6 +15,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_privacy.results import AuditResult
 from lightning_privacy.tracking.publish import publish
+from lightning_privacy.tracking.run_tags import aligned_config
+from lightning_privacy.tracking.ui import mark_model_training
 
 
 def git_commit() -> str:
@@ -78,11 +80,13 @@ class RunRecorder(Callback):
                 continue
             self._recorded.add(logger.run_id)
             client, run_id = logger.experiment, logger.run_id
+            mark_model_training(client, logger.experiment_id)  # MLflow's UI then shows runs, not GenAI traces
             if self.resumed:
                 config = {f"audits/config-{time.strftime('%Y%m%d-%H%M%S')}.yaml": self.config_yaml}
                 publish(AuditResult(name="config", artifacts=config), [logger])
                 continue
-            logger.log_hyperparams({k: v for k, v in flatten_config(self.config).items() if k != "compose"})
+            params = flatten_config(aligned_config(self.config))  # the same keys for every run of a family
+            logger.log_hyperparams({k: v for k, v in params.items() if k != "compose"})
             splits = getattr(trainer.datamodule, "splits", None)
             artifacts = {"config.yaml": self.config_yaml}
             if splits is not None:

@@ -1,0 +1,40 @@
+"""The run summary after a fit or test, and what Ctrl-C leaves (issue 15.5)."""
+
+import re
+
+import pytest
+from lightning.pytorch import Callback
+
+from lightning_privacy.cli import main
+from tests.conftest import REPO
+
+QUICKSTART = str(REPO / "conf" / "experiments" / "quickstart.yaml")
+MIA_FULL = str(REPO / "conf" / "audit" / "mia_full.yaml")
+
+
+class InterruptAfterOneEpoch(Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_the_summary_names_the_best_attack_the_blackbox_numbers_and_the_checkpoint(in_tmp, capsys):
+    main(["fit", "--config", QUICKSTART, "--config", MIA_FULL, "--trainer.max_epochs", "2",
+          "--audit.membership.bootstrap", "0", "--audit.membership.shadow_epochs", "1"])
+    out = capsys.readouterr().out
+    for key in ("mia.best_attack", "mia/best_blackbox/auc", "privacy/aop_lambda_2_blackbox", "checkpoint"):
+        assert key in out, key
+    ckpt = re.search(r"--ckpt_path (\S+\.ckpt)", out).group(1)
+    main(["test", "--config", QUICKSTART, "--ckpt_path", ckpt])
+    out = capsys.readouterr().out
+    assert f"checkpoint: {ckpt}" in out
+
+
+def test_ctrl_c_prints_what_was_kept_and_how_to_audit_it(in_tmp, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", QUICKSTART, "--trainer.max_epochs", "3",
+              "--trainer.callbacks+=tests.cli.test_summary.InterruptAfterOneEpoch"])
+    out = capsys.readouterr().out
+    assert "interrupted" in out and "kept: mlflow run" in out
+    ckpt = re.search(r"kept: checkpoint: (\S+\.ckpt)", out).group(1)
+    assert f"lightning-privacy test --config {QUICKSTART} --ckpt_path {ckpt}" in out
