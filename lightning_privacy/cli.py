@@ -237,6 +237,9 @@ def cli(args: Optional[Sequence[str]] = None, *, run: bool = True) -> PrivacyCLI
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Console entry point: bad input ends in one line on stderr and exit status 2."""
     UserInputError.last = None
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in PLATFORM_COMMANDS:
+        return platform_command(argv)
     try:
         cli(args)
     except UserInputError as e:
@@ -246,6 +249,26 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         if inner is not None and str(inner) in str(e):
             _exit_with(inner)
         raise
+
+
+PLATFORM_COMMANDS = ("sweep", "report")
+
+
+def platform_command(argv: list[str]) -> None:
+    """``sweep`` and ``report`` parse their own arguments (LightningCLI does not know them)."""
+    try:
+        if argv[0] == "sweep":
+            from lightning_privacy.sweep.runner import sweep_main
+
+            code = sweep_main(argv[1:])
+        else:
+            from lightning_privacy.reports.report import report_main
+
+            code = report_main(argv[1:])
+    except UserInputError as e:
+        _exit_with(e)
+    if code:
+        sys.exit(code)
 
 
 def _exit_with(error: UserInputError) -> None:

@@ -31,6 +31,8 @@ class TrackingConfig:
     enabled: bool = True
     run_id: Optional[str] = None
     """Log into this existing run instead of a new one (e.g. ``test`` re-auditing a finished run's model)."""
+    tags: Optional[dict[str, str]] = None
+    """Extra tags of a new run (e.g. a sweep's ``sweep.name``, ``sweep.config_hash``)."""
 
 
 def default_tracking_uri(base: Optional[Path] = None) -> str:
@@ -99,7 +101,7 @@ def build_logger(*, uri: str, config: TrackingConfig, tags: dict[str, str]) -> M
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
     return MLFlowLogger(experiment_name=config.experiment, run_name=config.run_name, tracking_uri=uri,
-                        tags=tags, artifact_location=artifacts)
+                        tags={**tags, **{str(k): str(v) for k, v in (config.tags or {}).items()}}, artifact_location=artifacts)
 
 
 def last_step(uri: str, run: "Run") -> int:

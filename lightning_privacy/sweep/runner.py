@@ -1,0 +1,292 @@
+"""``lightning-privacy sweep``: a sweep file's trials as Ray Tune trials, each one ordinary ``fit`` in a subprocess.
+
+Why a subprocess: a trial is then byte for byte the command a user would type (logged, replayable), in a fresh
+interpreter (no seed, thread-count, Lightning or MLflow global state leaks from one trial into the next one a
+reused Ray worker runs), with its own exit status, and a stopped trial's fit dies with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lightning_privacy.errors import UserInputError
+from lightning_privacy.sweep.resolve import config_hash, resolve_config
+from lightning_privacy.sweep.spec import SweepSpec, Trial, load_sweep
+from lightning_privacy.sweep.store import (ATTEMPT_TAG, HASH_TAG, NAME_TAG, TRIAL_TAG, finished_run, prepare_store,
+                                           run_of_attempt)
+from lightning_privacy.tracking.mlflow import default_tracking_uri, resolve_tracking_uri
+
+URI_FLAG = "--tracking.uri"
+
+
+@dataclass
+class PlannedTrial:
+    """A trial with its hash, where it is tracked, and the FINISHED run that makes it skippable."""
+
+    trial: Trial
+    config_hash: str
+    uri: str
+    experiment: str
+    finished_run: Optional[str] = None
+    status: str = "pending"
+    run_id: Optional[str] = None
+    error: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tracking_of(config: dict[str, Any], args: Sequence[str]) -> tuple[str, str]:
+    """The tracking URI and experiment a fit with these args uses (the CLI's precedence)."""
+    tracking = config.get("tracking") or {}
+    explicit = any(a == URI_FLAG or a.startswith(URI_FLAG + "=") for a in args)
+    uri = resolve_tracking_uri(flag=tracking.get("uri") if explicit else None, env=os.environ.get("MLFLOW_TRACKING_URI"),
+                               config=tracking.get("uri"), default=default_tracking_uri())
+    return uri, str(tracking.get("experiment") or "lightning-privacy")
+
+
+def plan(spec: SweepSpec, extra_args: Sequence[str] = ()) -> list[PlannedTrial]:
+    """Resolve every trial's config (bad keys fail here, before anything runs), hash it, and look up its
+    FINISHED run; the store and experiments are created once here, before any trial writes to them."""
+    planned = []
+    prepared: set[tuple[str, str]] = set()
+    for trial in spec.trials(extra_args):
+        config = resolve_config(trial.args)
+        if (config.get("tracking") or {}).get("enabled") is False:
+            raise UserInputError("a sweep needs tracking (tracking.enabled: true): skipping and reporting read the store")
+        uri, experiment = tracking_of(config, trial.args)
+        if (uri, experiment) not in prepared:
+            prepare_store(uri, experiment)
+            prepared.add((uri, experiment))
+        h = config_hash(config)
+        planned.append(PlannedTrial(trial=trial, config_hash=h, uri=uri, experiment=experiment,
+                                    finished_run=finished_run(uri, experiment, h)))
+    hashes = [p.config_hash for p in planned]
+    if len(set(hashes)) != len(hashes):
+        dupes = sorted({p.trial.name for p in planned if hashes.count(p.config_hash) > 1})
+        raise UserInputError(f"trials {dupes} resolve to the same config: an axis does not change what is trained")
+    return planned
+
+
+# ----------------------------------------------------------------------------------------------- the trial (Ray)
+def _die_with_parent() -> None:
+    """The fit subprocess gets SIGTERM when the Ray worker running it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def fit_command(spec: dict[str, Any], attempt: str) -> list[str]:
+    tags = {NAME_TAG: spec["sweep"], HASH_TAG: spec["hash"], TRIAL_TAG: spec["name"], ATTEMPT_TAG: attempt}
+    return [sys.executable, "-m", "lightning_privacy.cli", "fit", *spec["args"],
+            f"--tracking.tags={json.dumps(tags, sort_keys=True)}"]
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune's function trainable: one ``fit`` subprocess; reports its run id; raises when the fit fails."""
+    from ray import tune
+
+    spec = config["trial"]
+    os.chdir(spec["cwd"])  # Ray starts trials in their own folders; the sweep's relative paths are the caller's
+    done = finished_run(spec["uri"], spec["experiment"], spec["hash"])
+    if done:  # a retry, or another sweep, finished it meanwhile
+        tune.report({"run_id": done, "state": "skipped"})
+        return
+    attempt = uuid.uuid4().hex[:12]
+    log_dir = Path(spec["log_dir"])
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{spec['name']}.{attempt}.log"
+    threads = str(max(1, int(spec["cpus"])))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(fit_command(spec, attempt), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=spec["cwd"], preexec_fn=_die_with_parent)
+        run_id = None
+        try:
+            while proc.poll() is None:
+                time.sleep(1.0)
+                if run_id is None:
+                    run_id = run_of_attempt(spec["uri"], spec["experiment"], attempt)
+                    if run_id:
+                        tune.report({"run_id": run_id, "state": "running"})
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    run_id = run_id or run_of_attempt(spec["uri"], spec["experiment"], attempt)
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"fit exited with status {proc.returncode} (run {run_id}; log {log_path}):\n{tail}")
+    tune.report({"run_id": run_id, "state": "finished"})
+
+
+# ---------------------------------------------------------------------------------------------- the driver
+def _probe(address: str, timeout: float = 3.0) -> None:
+    """An address with no Ray cluster behind it is an error in seconds (ray.init would retry for a minute)."""
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host:
+        host, port = target, "10001" if address.startswith("ray://") else "6379"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"no Ray cluster answers at {address} ({e}); start one (`ray start --head` on the head "
+                             "node, `ray start --address <head>:6379` on the others) or drop --address to run "
+                             "on this machine") from e
+
+
+def connect(address: Optional[str]) -> None:
+    import logging
+
+    import ray
+
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+                              "configure_logging": True}
+    if address and address != "auto":
+        _probe(address)
+    try:
+        ray.init(address=address or "local", **kwargs)
+    except ConnectionError as e:
+        raise UserInputError(f"no Ray cluster to attach to at {address!r} ({e}); start one with `ray start --head` "
+                             "or drop --address") from e
+
+
+def _progress_callback(planned: dict[str, PlannedTrial]) -> Any:
+    from ray.tune import Callback
+
+    def say(text: str) -> None:
+        print(f"[sweep] {text}", flush=True)
+
+    class Progress(Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            say(f"start    {trial.config['trial']['name']}")
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            say(f"retry    {trial.config['trial']['name']} (its first attempt failed)")
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            p = planned[trial.config["trial"]["name"]]
+            p.run_id = result.get("run_id") or p.run_id
+            if result.get("state") == "running":
+                say(f"running  {p.trial.name} run {p.run_id}")
+            elif result.get("state") in ("finished", "skipped"):
+                p.status = str(result["state"])
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            p = planned[trial.config["trial"]["name"]]
+            say(f"{p.status:<8} {p.trial.name} run {p.run_id}")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            p = planned[trial.config["trial"]["name"]]
+            p.status = "failed"
+            say(f"failed   {p.trial.name} run {p.run_id}")
+
+    return Progress()
+
+
+def execute(spec: SweepSpec, planned: list[PlannedTrial], *, address: Optional[str] = None,
+            max_retries: int = 1) -> None:
+    """Run the trials that have no FINISHED run on Ray Tune; statuses, run ids and errors land in ``planned``."""
+    from ray import tune
+
+    todo = [p for p in planned if not p.finished_run]
+    for p in planned:
+        if p.finished_run:
+            p.status, p.run_id = "skipped", p.finished_run
+            print(f"[sweep] skipped  {p.trial.name} run {p.run_id} (FINISHED, same sweep.config_hash)", flush=True)
+    if not todo:
+        return
+    cwd = Path.cwd().resolve()
+    out = cwd / "outputs" / "sweeps" / spec.name
+    trials = [{"name": p.trial.name, "args": list(p.trial.args), "hash": p.config_hash, "uri": p.uri,
+               "experiment": p.experiment, "sweep": spec.name, "cwd": str(cwd), "cpus": spec.cpus,
+               "log_dir": str(out / "logs")} for p in todo]
+    by_name = {p.trial.name: p for p in todo}
+    connect(address)
+    import ray
+
+    try:
+        resources = {"cpu": spec.cpus, "gpu": spec.gpus}
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, resources),
+            param_space={"trial": tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent,
+                                        trial_dirname_creator=lambda t: t.config["trial"]["name"][:100]),
+            run_config=tune.RunConfig(name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=str(out / "ray"), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=max_retries),
+                                      callbacks=[_progress_callback(by_name)]),
+        )
+        grid = tuner.fit()
+        for result in grid:
+            p = by_name[result.config["trial"]["name"]]
+            p.run_id = (result.metrics or {}).get("run_id") or p.run_id
+            if result.error is not None:
+                p.status, p.error = "failed", str(result.error).strip().splitlines()[-1][:300] if str(result.error).strip() else repr(result.error)
+                p.extra["error_full"] = str(result.error)
+            elif p.status == "pending":
+                p.status = (result.metrics or {}).get("state", "finished")
+    finally:
+        ray.shutdown()
+
+
+def print_table(spec: SweepSpec, planned: list[PlannedTrial]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep {spec.name}")
+    for column in ("trial", "status", "run id", "sweep.config_hash", "error"):
+        table.add_column(column, overflow="fold")
+    for p in planned:
+        table.add_row(p.trial.label(), p.status, p.run_id or "-", p.config_hash, p.error or "")
+    counts = {s: sum(p.status == s for p in planned) for s in ("finished", "skipped", "failed", "pending")}
+    Console(width=200).print(table)
+    print("[sweep] " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), flush=True)
+
+
+def sweep_main(argv: Sequence[str]) -> int:
+    """``lightning-privacy sweep --config FILE [--address A] [--full] [--dry-run] [-- fit args...]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lightning-privacy sweep",
+                                     description="Run a sweep file's grid of fits on Ray Tune (see README).")
+    parser.add_argument("--config", required=True, type=Path, help="a sweep file, e.g. conf/sweeps/quickstart_demo.yaml")
+    parser.add_argument("--address", default=None,
+                        help="a running Ray cluster (host:6379, ray://host:10001, or auto); default: Ray on this machine")
+    parser.add_argument("--variant", default=None, help="merge the sweep file's variants.<name> (e.g. full)")
+    parser.add_argument("--full", action="store_const", const="full", dest="variant",
+                        help="the sweep's paper protocol (its variants.full)")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
+    parser.add_argument("--dry-run", action="store_true", help="list the trials, hashes and skips; run nothing")
+    args, extra = parser.parse_known_args(list(argv))
+    extra = [a for a in extra if a != "--"]
+    spec = load_sweep(args.config, variant=args.variant)
+    if args.max_concurrent:
+        spec.max_concurrent = args.max_concurrent
+    planned = plan(spec, extra)
+    if args.dry_run:
+        for p in planned:
+            state = f"skip (run {p.finished_run})" if p.finished_run else "run"
+            print(f"[sweep] {p.trial.name} {p.config_hash} {state}: fit {' '.join(p.trial.args)}", flush=True)
+        return 0
+    try:
+        execute(spec, planned, address=args.address)
+    except KeyboardInterrupt:
+        print("[sweep] interrupted: finished runs are kept; rerun the same command to continue", flush=True)
+    print_table(spec, planned)
+    return 1 if any(p.status == "failed" for p in planned) else 0
