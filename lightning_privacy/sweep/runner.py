@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.sweep.resolve import config_hash, resolve_config
 from lightning_privacy.sweep.spec import SweepSpec, Trial, load_sweep
-from lightning_privacy.sweep.store import (ATTEMPT_TAG, HASH_TAG, NAME_TAG, TRIAL_TAG, finished_run, prepare_store,
+from lightning_privacy.sweep.store import (ATTEMPT_TAG, HASH_TAG, NAME_TAG, TRIAL_TAG, SETTING_TAG, finished_run, prepare_store,
                                            run_of_attempt)
 from lightning_privacy.tracking.mlflow import default_tracking_uri, resolve_tracking_uri
 
@@ -88,7 +88,8 @@ def _die_with_parent() -> None:
 
 
 def fit_command(spec: dict[str, Any], attempt: str) -> list[str]:
-    tags = {NAME_TAG: spec["sweep"], HASH_TAG: spec["hash"], TRIAL_TAG: spec["name"], ATTEMPT_TAG: attempt}
+    tags = {NAME_TAG: spec["sweep"], HASH_TAG: spec["hash"], TRIAL_TAG: spec["name"], ATTEMPT_TAG: attempt,
+            SETTING_TAG: spec["setting"]}
     return [sys.executable, "-m", "lightning_privacy.cli", "fit", *spec["args"],
             f"--tracking.tags={json.dumps(tags, sort_keys=True)}"]
 
@@ -215,7 +216,7 @@ def execute(spec: SweepSpec, planned: list[PlannedTrial], *, address: Optional[s
     out = cwd / "outputs" / "sweeps" / spec.name
     trials = [{"name": p.trial.name, "args": list(p.trial.args), "hash": p.config_hash, "uri": p.uri,
                "experiment": p.experiment, "sweep": spec.name, "cwd": str(cwd), "cpus": spec.cpus,
-               "log_dir": str(out / "logs")} for p in todo]
+               "setting": p.trial.setting(), "log_dir": str(out / "logs")} for p in todo]
     by_name = {p.trial.name: p for p in todo}
     connect(address)
     import ray
@@ -276,6 +277,8 @@ def sweep_main(argv: Sequence[str]) -> int:
     args, extra = parser.parse_known_args(list(argv))
     extra = [a for a in extra if a != "--"]
     spec = load_sweep(args.config, variant=args.variant)
+    if args.address and args.address != "auto":
+        _probe(args.address)  # before anything else: a wrong address is an error in seconds
     if args.max_concurrent:
         spec.max_concurrent = args.max_concurrent
     planned = plan(spec, extra)

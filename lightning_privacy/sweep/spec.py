@@ -29,6 +29,10 @@ class Trial:
     def label(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.axes) or "(base)"
 
+    def setting(self) -> str:
+        """The axis values except the seed (``defense=reg model.init_args.r=0.5``): a report's column."""
+        return " ".join(f"{k}={v}" for k, v in self.axes if k != "seed") or "base"
+
 
 @dataclass
 class SweepSpec:

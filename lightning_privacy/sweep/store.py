@@ -8,6 +8,7 @@ HASH_TAG = "sweep.config_hash"
 NAME_TAG = "sweep.name"
 TRIAL_TAG = "sweep.trial"
 ATTEMPT_TAG = "sweep.attempt"
+SETTING_TAG = "sweep.setting"  # the trial's axis values except the seed: what a report groups seeds by
 
 
 def prepare_store(uri: str, experiment: str) -> str:

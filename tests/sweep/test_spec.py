@@ -90,3 +90,9 @@ def test_shipped_sweep_files_load(path):
     assert spec.trials()
     if "variants" in yaml.safe_load(path.read_text()):
         assert load_sweep(path, variant="full").trials()
+
+
+def test_setting_is_the_axes_without_the_seed(tmp_path):
+    spec = load_sweep(write(tmp_path, {"base": "base.yaml", "grid": {"configs": {"defense": ["a.yaml"]},
+                                                                     "values": {"x.y": [1]}, "seeds": [0, 1]}}))
+    assert {t.setting() for t in spec.trials()} == {"defense=a x.y=1"}
