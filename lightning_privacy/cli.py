@@ -33,6 +33,8 @@ from lightning_privacy.tracking.mlflow import (
     resolve_tracking_uri,
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
+from lightning_privacy.tracking.resume import (RunInCheckpoint, continued_logger, enable_last_checkpoint,
+                                               find_last_checkpoint, resume_hash)
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
 
 URI_FLAG = "--tracking.uri"
@@ -111,6 +113,23 @@ def _global_step(path: str) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
 
 
+def prepare_resume(cli: "PrivacyCLI") -> dict[str, Any]:
+    """A fit's resume record: its config hash (saved in its checkpoints); for ``--ckpt_path last`` also the newest
+    last checkpoint of the same config (an error when there is none) and its run id, which the fit continues."""
+    cfg = cli._subconfig
+    config = yaml.safe_load(cli._parser("fit").dump(cfg, skip_none=False, skip_validation=True))
+    config["seed_everything"] = getattr(cli, "seed_requested", config.get("seed_everything"))
+    record: dict[str, Any] = {"config_hash": resume_hash(config)}
+    if cfg.get("ckpt_path") == "last":
+        root = Path(cfg.trainer.get("default_root_dir") or os.getcwd())
+        path, saved = find_last_checkpoint(root, record["config_hash"])
+        cfg.ckpt_path = str(path)
+        record.update(path=str(path), run_id=saved.get("run_id"))
+        if saved.get("run_id"):
+            cfg.tracking.run_id = saved["run_id"]  # its params stay; the config is added as an artifact
+    return record
+
+
 class PrivacyCLI(LightningCLI):
     def __init__(self, args: Optional[list[str]] = None, *, explicit_uri: bool = False, run: bool = True) -> None:
         self.explicit_uri = explicit_uri
@@ -139,7 +158,12 @@ class PrivacyCLI(LightningCLI):
     def _subconfig(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    def _set_seed(self) -> None:
+        self.seed_requested = self._get(self.config, "seed_everything")  # before a `true` is drawn: resume's hash
+        super()._set_seed()
+
     def before_instantiate_classes(self) -> None:
+        self.resume = prepare_resume(self) if self.subcommand == "fit" else None
         tracking: TrackingConfig = self._subconfig.tracking
         if tracking.enabled:
             self.tracking_uri = resolve_tracking_uri(
@@ -170,10 +194,16 @@ class PrivacyCLI(LightningCLI):
                 "cli.subcommand": str(self.subcommand),
             }
             logger = build_logger(uri=self.tracking_uri, config=cfg.tracking, tags=tags)
+            if self.resume is not None and self.resume.get("run_id"):  # the interrupted fit's own run
+                logger = continued_logger(uri=self.tracking_uri, experiment=cfg.tracking.experiment,
+                                          run_id=self.resume["run_id"])
             configured = self._get(self.config_init, "trainer", default={}).get("logger")
             others = configured if isinstance(configured, list) else [configured] if isinstance(configured, Logger) else []
             kwargs["logger"] = [logger, *others]
         trainer = super().instantiate_trainer(**kwargs)
+        if self.resume is not None:
+            enable_last_checkpoint(trainer)
+            trainer.callbacks.append(RunInCheckpoint(self.resume["config_hash"]))
         parser = self._parser(self.subcommand)
         config_yaml = parser.dump(cfg, skip_none=False, skip_validation=True)
         trainer.callbacks.extend(

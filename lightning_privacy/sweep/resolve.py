@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import yaml
 
-from lightning_privacy.canonical import canonical_hash
 from lightning_privacy.errors import UserInputError
-
-# Keys that say where results go, not what is trained: left out of a trial's hash (matched by their last name).
-OUTPUT_KEYS = frozenset({"default_root_dir", "dirpath", "logger", "cache_dir", "save_dir"})
-IGNORED_TOP = frozenset({"tracking", "compose", "config", "print_config"})
+from lightning_privacy.tracking.config_hash import config_hash, strip_outputs  # noqa: F401 (the sweep's hash)
 
 
 class _Parsed(Exception):
@@ -49,22 +44,3 @@ def resolve_config(fit_args: Sequence[str]) -> dict[str, Any]:
         reason = text[text.find("error:"):].strip() if "error:" in text else text.strip()[-2000:]
         raise UserInputError(f"a trial's arguments do not parse ({' '.join(fit_args)}): {reason}") from e
     raise UserInputError("the trial's config could not be resolved")
-
-
-def strip_outputs(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` without ``tracking.*``, loggers and output paths (top-level keys in ``IGNORED_TOP``, any key in
-    ``OUTPUT_KEYS``)."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: strip(v) for k, v in value.items() if k not in OUTPUT_KEYS}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip({k: v for k, v in copy.deepcopy(dict(config)).items() if k not in IGNORED_TOP})
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """``sweep.config_hash``: the canonical hash (the model bank's serialisation) of the config minus outputs."""
-    return canonical_hash(strip_outputs(config))
