@@ -90,8 +90,9 @@ def _die_with_parent() -> None:
 def fit_command(spec: dict[str, Any], attempt: str) -> list[str]:
     tags = {NAME_TAG: spec["sweep"], HASH_TAG: spec["hash"], TRIAL_TAG: spec["name"], ATTEMPT_TAG: attempt,
             SETTING_TAG: spec["setting"]}
+    # The run list tells trials apart: the sweep's name and the trial's axis values (tracking is not in the hash).
     return [sys.executable, "-m", "lightning_privacy.cli", "fit", *spec["args"],
-            f"--tracking.tags={json.dumps(tags, sort_keys=True)}"]
+            f"--tracking.run_name={spec['sweep']} {spec['label']}", f"--tracking.tags={json.dumps(tags, sort_keys=True)}"]
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -216,7 +217,7 @@ def execute(spec: SweepSpec, planned: list[PlannedTrial], *, address: Optional[s
     out = cwd / "outputs" / "sweeps" / spec.name
     trials = [{"name": p.trial.name, "args": list(p.trial.args), "hash": p.config_hash, "uri": p.uri,
                "experiment": p.experiment, "sweep": spec.name, "cwd": str(cwd), "cpus": spec.cpus,
-               "setting": p.trial.setting(), "log_dir": str(out / "logs")} for p in todo]
+               "setting": p.trial.setting(), "label": p.trial.label(), "log_dir": str(out / "logs")} for p in todo]
     by_name = {p.trial.name: p for p in todo}
     connect(address)
     import ray
@@ -238,12 +239,20 @@ def execute(spec: SweepSpec, planned: list[PlannedTrial], *, address: Optional[s
             p = by_name[result.config["trial"]["name"]]
             p.run_id = (result.metrics or {}).get("run_id") or p.run_id
             if result.error is not None:
-                p.status, p.error = "failed", str(result.error).strip().splitlines()[-1][:300] if str(result.error).strip() else repr(result.error)
-                p.extra["error_full"] = str(result.error)
+                p.status, p.error = "failed", error_line(result.error)
             elif p.status == "pending":
                 p.status = (result.metrics or {}).get("state", "finished")
     finally:
         ray.shutdown()
+
+
+def error_line(error: BaseException) -> str:
+    """The line of a trial's error that says what happened (Ray wraps it in tracebacks of its own)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "fit exited with status" in line:
+            return line
+    return (lines[-1] if lines else repr(error))[:500]
 
 
 def print_table(spec: SweepSpec, planned: list[PlannedTrial]) -> None:
@@ -257,6 +266,9 @@ def print_table(spec: SweepSpec, planned: list[PlannedTrial]) -> None:
         table.add_row(p.trial.label(), p.status, p.run_id or "-", p.config_hash, p.error or "")
     counts = {s: sum(p.status == s for p in planned) for s in ("finished", "skipped", "failed", "pending")}
     Console(width=200).print(table)
+    for p in planned:
+        if p.status == "failed":
+            print(f"[sweep] error    {p.trial.name}: {p.error}", flush=True)
     print("[sweep] " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), flush=True)
 
 

@@ -44,6 +44,7 @@ def test_two_by_two_sweep_runs_skips_and_reports_a_failure(tmp_path):
     assert {r.data.tags["sweep.name"] for r in runs} == {"demo"}
     assert len({r.data.tags["sweep.config_hash"] for r in runs}) == 4
     assert {r.data.tags["defense"] for r in runs} == {"ERM", "Reg"}
+    assert {r.info.run_name for r in runs} == {f"demo defense={d} seed={s}" for d in ("erm", "reg") for s in (0, 1)}
     for r in runs:  # one start/finish line per trial, with its run id
         assert f"finished {r.data.tags['sweep.trial']} run {r.info.run_id}" in first.stdout
     assert "4 finished" in first.stdout

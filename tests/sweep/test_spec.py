@@ -96,3 +96,12 @@ def test_setting_is_the_axes_without_the_seed(tmp_path):
     spec = load_sweep(write(tmp_path, {"base": "base.yaml", "grid": {"configs": {"defense": ["a.yaml"]},
                                                                      "values": {"x.y": [1]}, "seeds": [0, 1]}}))
     assert {t.setting() for t in spec.trials()} == {"defense=a x.y=1"}
+
+
+def test_error_line_finds_the_fit_failure_inside_rays_wrapping():
+    from lightning_privacy.sweep.runner import error_line
+
+    wrapped = RuntimeError("ray::ImplicitFunc.train() (pid=1)\n  File x\nRuntimeError: fit exited with status 1 "
+                           "(run abc; log l.log):\nValueError: Invalid learning rate: -1.0\n")
+    assert error_line(wrapped).startswith("RuntimeError: fit exited with status 1 (run abc")
+    assert error_line(RuntimeError("a\nb")) == "b"
