@@ -24,6 +24,7 @@ def sweep(tmp_path: Path, path: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # three sweeps, six fits, Ray started twice: long on a loaded 2-core machine
 def test_two_by_two_sweep_runs_skips_and_reports_a_failure(tmp_path):
     from mlflow import MlflowClient
 

@@ -54,7 +54,7 @@ def test_sigkilled_fit_resumes_into_the_same_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     args = [sys.executable, "-m", "lightning_privacy.cli", "fit", "--config", QUICKSTART, "--seed_everything=0",
-            "--trainer.max_epochs=3", "--data.init_args.batch_size=4", "--trainer.log_every_n_steps=1",
+            "--trainer.max_epochs=10", "--data.init_args.batch_size=2", "--trainer.log_every_n_steps=1",
             "--audit.membership.bootstrap=10"]
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -63,7 +63,7 @@ def test_sigkilled_fit_resumes_into_the_same_run(tmp_path):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    time.sleep(3)  # into epoch 1 (45 steps of batch 4 per epoch)
+    time.sleep(1.5)  # into epoch 1 (90 steps of batch 2 per epoch)
     first.send_signal(signal.SIGKILL)
     first.wait()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
