@@ -91,6 +91,14 @@ def existing_run(uri: str, run_id: str) -> Run:
                                   f"tracking URI") from e
 
 
+def default_run_name(config: TrackingConfig, tags: Mapping[str, str]) -> str:
+    """The run list tells runs apart: the configured name (else the experiment's), with the defense appended when
+    the name does not already say it (``quickstart`` → ``quickstart ERM``, ``quickstart Reg``)."""
+    name = config.run_name or config.experiment
+    defense = tags.get("defense", "")
+    return f"{name} {defense}" if defense and defense.lower() not in name.lower().replace("-", "") else name
+
+
 def build_logger(*, uri: str, config: TrackingConfig, tags: dict[str, str]) -> MLFlowLogger:
     for key, value in CLIENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -100,7 +108,7 @@ def build_logger(*, uri: str, config: TrackingConfig, tags: dict[str, str]) -> M
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
-    return MLFlowLogger(experiment_name=config.experiment, run_name=config.run_name, tracking_uri=uri,
+    return MLFlowLogger(experiment_name=config.experiment, run_name=default_run_name(config, tags), tracking_uri=uri,
                         tags={**tags, **{str(k): str(v) for k, v in (config.tags or {}).items()}}, artifact_location=artifacts)
 
 
