@@ -55,13 +55,15 @@ def test_two_by_two_sweep_runs_skips_and_reports_a_failure(tmp_path):
     assert "4 skipped" in second.stdout and "start " not in second.stdout
     assert len(client.search_runs([exp])) == 4  # nothing trained
 
-    bad = tmp_path / "bad.yaml"  # Adam refuses a negative learning rate once the fit starts
+    bad = tmp_path / "bad.yaml"  # the defense refuses a negative learning rate when the fit builds it
     bad.write_text(yaml.safe_dump({
         "name": "bad", "base": str(conf / "experiments" / "quickstart.yaml"), "experiment": "sweep-test",
         "set": TINY, "grid": {"values": {"model.init_args.lr": [-1.0]}}}))
     third = sweep(tmp_path, bad)
     assert third.returncode == 1, third.stdout + third.stderr
     assert "retry" in third.stdout and "1 failed" in third.stdout
-    assert "Invalid learning rate" in third.stdout or "fit exited with status" in third.stdout
-    failed = [r for r in client.search_runs([exp]) if r.data.tags.get("sweep.name") == "bad"]
-    assert len(failed) == 2 and all(r.info.status == "FAILED" for r in failed)  # the attempt and its one retry
+    assert "[sweep] error    model.init_args.lr=-1.0: RuntimeError: fit exited with status 2" in third.stdout
+    attempts = sorted((tmp_path / "outputs" / "sweeps" / "bad" / "logs").glob("*.log"))
+    assert len(attempts) == 2  # the attempt and its one retry
+    assert all("lr must be > 0" in a.read_text() for a in attempts)
+    assert len(client.search_runs([exp])) == 4  # the failure trained nothing
