@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -180,8 +181,8 @@ def execute(spec: SweepSpec, planned: list[PlannedTrial], *, address: Optional[s
 def error_line(error: BaseException) -> str:
     """The line of a trial's error that says what happened (Ray wraps it in tracebacks of its own)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "fit exited with status" in line:
+    for line in lines:  # the message, not the traceback's source line that raised it
+        if re.search(r"fit exited with status -?\d+", line):
             return line
     return (lines[-1] if lines else repr(error))[:500]
 

@@ -101,7 +101,8 @@ def test_setting_is_the_axes_without_the_seed(tmp_path):
 def test_error_line_finds_the_fit_failure_inside_rays_wrapping():
     from lightning_privacy.sweep.runner import error_line
 
-    wrapped = RuntimeError("ray::ImplicitFunc.train() (pid=1)\n  File x\nRuntimeError: fit exited with status 1 "
+    wrapped = RuntimeError("ray::ImplicitFunc.train() (pid=1)\n  File x\n    raise RuntimeError(f\"fit exited with "
+                           "status {proc.returncode} (run {run_id}\")\nRuntimeError: fit exited with status 1 "
                            "(run abc; log l.log):\nValueError: Invalid learning rate: -1.0\n")
     assert error_line(wrapped).startswith("RuntimeError: fit exited with status 1 (run abc")
     assert error_line(RuntimeError("a\nb")) == "b"
