@@ -33,6 +33,8 @@ from lightning_privacy.tracking.mlflow import (
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
 from lightning_privacy.tracking.quiet import silence_unactionable
+from lightning_privacy.tracking.resume import (RunInCheckpoint, continued_logger, enable_last_checkpoint,
+                                               find_last_checkpoint, resume_hash)
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
 from lightning_privacy.tracking.run_tags import run_tags
 from lightning_privacy.tracking.summary import InterruptReport, audit_command, print_summary, summary_rows
@@ -130,6 +132,23 @@ class KeepLinesFormatter(DefaultHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
+def prepare_resume(cli: "PrivacyCLI") -> dict[str, Any]:
+    """A fit's resume record: its config hash (saved in its checkpoints); for ``--ckpt_path last`` also the newest
+    last checkpoint of the same config (an error when there is none) and its run id, which the fit continues."""
+    cfg = cli._subconfig
+    config = yaml.safe_load(cli._parser("fit").dump(cfg, skip_none=False, skip_validation=True))
+    config["seed_everything"] = getattr(cli, "seed_requested", config.get("seed_everything"))
+    record: dict[str, Any] = {"config_hash": resume_hash(config)}
+    if cfg.get("ckpt_path") == "last":
+        root = Path(cfg.trainer.get("default_root_dir") or os.getcwd())
+        path, saved = find_last_checkpoint(root, record["config_hash"])
+        cfg.ckpt_path = str(path)
+        record.update(path=str(path), run_id=saved.get("run_id"))
+        if saved.get("run_id"):
+            cfg.tracking.run_id = saved["run_id"]  # its params stay; the config is added as an artifact
+    return record
+
+
 class PrivacyCLI(LightningCLI):
     def __init__(self, args: Optional[list[str]] = None, *, explicit_uri: bool = False, run: bool = True,
                  config_files: Sequence[str] = ()) -> None:
@@ -176,7 +195,12 @@ class PrivacyCLI(LightningCLI):
     def _subconfig(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    def _set_seed(self) -> None:
+        self.seed_requested = self._get(self.config, "seed_everything")  # before a `true` is drawn: resume's hash
+        super()._set_seed()
+
     def before_instantiate_classes(self) -> None:
+        self.resume = prepare_resume(self) if self.subcommand == "fit" else None
         check_ckpt_path(self._subconfig.get("ckpt_path"))
         tracking: TrackingConfig = self._subconfig.tracking
         if tracking.enabled:
@@ -207,10 +231,16 @@ class PrivacyCLI(LightningCLI):
                 "cli.subcommand": str(self.subcommand),
             }
             logger = build_logger(uri=self.tracking_uri, config=cfg.tracking, tags=tags)
+            if self.resume is not None and self.resume.get("run_id"):  # the interrupted fit's own run
+                logger = continued_logger(uri=self.tracking_uri, experiment=cfg.tracking.experiment,
+                                          run_id=self.resume["run_id"])
             configured = self._get(self.config_init, "trainer", default={}).get("logger")
             others = configured if isinstance(configured, list) else [configured] if isinstance(configured, Logger) else []
             kwargs["logger"] = [logger, *others]
         trainer = super().instantiate_trainer(**kwargs)
+        if self.resume is not None:
+            enable_last_checkpoint(trainer)
+            trainer.callbacks.append(RunInCheckpoint(self.resume["config_hash"]))
         parser = self._parser(self.subcommand)
         config_yaml = self_contained_config(parser, cfg)
         trainer.callbacks.extend(
@@ -308,7 +338,9 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     from jsonargparse import ArgumentError
 
     UserInputError.last = None
-    argv = sys.argv[1:] if args is None else list(args)
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in PLATFORM_COMMANDS:
+        return platform_command(argv)
     try:
         if argv[:1] == ["ui"]:  # not a LightningCLI subcommand: a light MLflow server on the local store
             from lightning_privacy.tracking.ui import serve
@@ -325,6 +357,26 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         if inner is not None and str(inner) in str(e):
             _exit_with(inner)
         raise
+
+
+PLATFORM_COMMANDS = ("sweep", "report")
+
+
+def platform_command(argv: list[str]) -> None:
+    """``sweep`` and ``report`` parse their own arguments (LightningCLI does not know them)."""
+    try:
+        if argv[0] == "sweep":
+            from lightning_privacy.sweep.runner import sweep_main
+
+            code = sweep_main(argv[1:])
+        else:
+            from lightning_privacy.reports.report import report_main
+
+            code = report_main(argv[1:])
+    except UserInputError as e:
+        _exit_with(e)
+    if code:
+        sys.exit(code)
 
 
 def _exit_with(error: UserInputError) -> None:

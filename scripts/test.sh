@@ -8,4 +8,9 @@ if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command 
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null 2>&1 \
     || echo "test.sh: could not install docker-compose; its config check will be skipped" >&2
 fi
+# The SLURM script is checked with shellcheck (its test skips without it): install it where we may.
+if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null 2>&1 \
+    || echo "test.sh: could not install shellcheck; the SLURM script's shellcheck will be skipped" >&2
+fi
 exec .venv/bin/python -m pytest "$@"

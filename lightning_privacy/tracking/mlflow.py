@@ -33,6 +33,7 @@ class TrackingConfig:
         enabled: false = log nothing to MLflow (the run still trains, tests and audits).
         run_id: log into this existing run instead of a new one (e.g. ``test`` re-auditing a finished run's
             model, its checkpoint taken from the run's ``audit.checkpoint`` tag).
+        tags: extra tags of a new run (e.g. a sweep's ``sweep.name``, ``sweep.config_hash``).
     """
 
     uri: Optional[str] = None
@@ -40,6 +41,7 @@ class TrackingConfig:
     run_name: Optional[str] = None
     enabled: bool = True
     run_id: Optional[str] = None
+    tags: Optional[dict[str, str]] = None
 
 
 def default_tracking_uri(base: Optional[Path] = None) -> str:
@@ -98,6 +100,14 @@ def existing_run(uri: str, run_id: str) -> Run:
                                   f"tracking URI") from e
 
 
+def default_run_name(config: TrackingConfig, tags: Mapping[str, str]) -> str:
+    """The run list tells runs apart: the configured name (else the experiment's), with the defense appended when
+    the name does not already say it (``quickstart`` → ``quickstart ERM``, ``quickstart Reg``)."""
+    name = config.run_name or config.experiment
+    defense = tags.get("defense", "")
+    return f"{name} {defense}" if defense and defense.lower() not in name.lower().replace("-", "") else name
+
+
 def build_logger(*, uri: str, config: TrackingConfig, tags: dict[str, str]) -> MLFlowLogger:
     for key, value in CLIENT_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -107,8 +117,8 @@ def build_logger(*, uri: str, config: TrackingConfig, tags: dict[str, str]) -> M
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
-    return MLFlowLogger(experiment_name=config.experiment, run_name=config.run_name, tracking_uri=uri,
-                        tags=tags, artifact_location=artifacts)
+    return MLFlowLogger(experiment_name=config.experiment, run_name=default_run_name(config, tags), tracking_uri=uri,
+                        tags={**tags, **{str(k): str(v) for k, v in (config.tags or {}).items()}}, artifact_location=artifacts)
 
 
 def last_step(uri: str, run: "Run") -> int:
