@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.callbacks.epsilon_audit import EpsilonAudit, EpsilonAuditConfig
+from lightning_privacy.callbacks.gan_membership import GanMembershipAudit, GanMembershipAuditConfig
 from lightning_privacy.callbacks.membership import MembershipAudit, MembershipAuditConfig
 
 
@@ -30,6 +31,9 @@ AUDITS: dict[str, AuditEntry] = {
     "epsilon": AuditEntry(EpsilonAuditConfig, EpsilonAudit,
                           "One-run empirical ε lower bound (Steinke et al. 2023): canaries held in or out.",
                           subcommands=("fit",)),
+    "gan_membership": AuditEntry(GanMembershipAuditConfig, GanMembershipAudit,
+                                 "GAN membership attacks (WB, TVD, MC-Single/MC-Set) on the last weights when fit "
+                                 "ends.", subcommands=("fit",)),
 }
 
 
