@@ -169,5 +169,5 @@ def test_too_few_members_for_n_batches() -> None:
 
 
 def test_warmup_as_long_as_training_warns(digits) -> None:
-    with pytest.warns(UserWarning, match="never trained"):
+    with pytest.warns(UserWarning, match="never trained after"):
         tiny_trainer(1, limit_train_batches=1).fit(_pigan(warmup_epochs=1), datamodule=digits)

@@ -13,31 +13,17 @@ from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.dcgan import ConditionalDiscriminator, ConditionalGenerator, Layout
 
 
-class GAN(LightningModule):
-    """Conditional DCGAN (PIGAN paper, Table 4), manual optimization with one Adam per network (lr 2e-4, β1 0.5,
-    App. A.1) and z ~ N(0, I) of size ``latent_dim``. Each batch: one D step on
-    −[log D(x, y) + log(1 − D(G(z, ỹ), ỹ))], then one G step on the non-saturating −log D(G(z, ỹ), ỹ) with fresh
-    z (Goodfellow et al. 2014), ỹ uniform over the classes. ``real_label`` < 1 is one-sided label smoothing (the
-    paper's CIFAR-10 setting: 0.9).
+class GenerativeModule(LightningModule):
+    """What every GAN of this package shares: manual optimization, Adam hyperparameters, the data scale, noise
+    and label draws, and a step that updates one network alone.
 
-    Images: G produces [-1, 1] (tanh); batches arrive normalized by the datamodule (mean, std), which ``setup``
-    reads, so D sees real and generated images on one scale. ``sample`` returns images normalized like the
-    datamodule's, comparable with real samples from its loaders (the MC attacks, fidelity metrics).
+    Images: generators produce [-1, 1] (tanh); batches arrive normalized by the datamodule (mean, std), which
+    ``setup`` reads, so discriminators see real and generated images on one scale. ``sample`` returns images
+    normalized like the datamodule's, comparable with real samples from its loaders (the MC attacks).
     """
 
-    num_codes: int = 0
-    """Membership codes G and D take (PIGAN's c); 0: none."""
-
-    def __init__(
-        self,
-        num_classes: int = 10,
-        input_shape: Sequence[int] = (1, 28, 28),
-        latent_dim: int = 100,
-        lr: float = 2e-4,
-        beta1: float = 0.5,
-        real_label: float = 1.0,
-        layout: Layout = "auto",
-    ) -> None:
+    def __init__(self, num_classes: int, input_shape: Sequence[int], latent_dim: int, lr: float, beta1: float,
+                 real_label: float) -> None:
         super().__init__()
         if lr <= 0:
             raise UserInputError(f"lr must be > 0; got {lr}")
@@ -45,14 +31,14 @@ class GAN(LightningModule):
             raise UserInputError(f"latent_dim must be >= 1; got {latent_dim}")
         if not 0.5 < real_label <= 1.0:
             raise UserInputError(f"real_label (one-sided label smoothing) must be in (0.5, 1]; got {real_label}")
-        self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.num_classes, self.input_shape, self.latent_dim = num_classes, tuple(input_shape), latent_dim
-        self.generator = ConditionalGenerator(input_shape, num_classes, latent_dim, self.num_codes, layout)
-        self.discriminator = ConditionalDiscriminator(input_shape, num_classes, self.num_codes, layout)
         c = input_shape[0]
         self.register_buffer("data_mean", torch.full((c, 1, 1), 0.5))
         self.register_buffer("data_std", torch.full((c, 1, 1), 0.5))
+
+    def adam(self, params: Any) -> torch.optim.Adam:
+        return torch.optim.Adam(params, lr=self.hparams.lr, betas=(self.hparams.beta1, 0.999))
 
     # -- data scale ------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -75,6 +61,42 @@ class GAN(LightningModule):
 
     def random_labels(self, n: int) -> Tensor:
         return torch.randint(0, self.num_classes, (n,), device=self.device)
+
+    def _step(self, optimizer: Any, loss: Tensor) -> None:
+        """One update of ``optimizer``'s network alone (the others' parameters are frozen while its loss is
+        backpropagated, so no gradient of this loss reaches them)."""
+        self.toggle_optimizer(optimizer)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+
+
+class GAN(GenerativeModule):
+    """Conditional DCGAN (PIGAN paper, Table 4), manual optimization with one Adam per network (lr 2e-4, β1 0.5,
+    App. A.1) and z ~ N(0, I) of size ``latent_dim``. Each batch: one D step on
+    −[log D(x, y) + log(1 − D(G(z, ỹ), ỹ))], then one G step on the non-saturating −log D(G(z, ỹ), ỹ) with fresh
+    z (Goodfellow et al. 2014), ỹ uniform over the classes. ``real_label`` < 1 is one-sided label smoothing (the
+    paper's CIFAR-10 setting: 0.9).
+    """
+
+    num_codes: int = 0
+    """Membership codes G and D take (PIGAN's c); 0: none."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 100,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        real_label: float = 1.0,
+        layout: Layout = "auto",
+    ) -> None:
+        super().__init__(num_classes, input_shape, latent_dim, lr, beta1, real_label)
+        self.save_hyperparameters(logger=False)
+        self.generator = ConditionalGenerator(input_shape, num_classes, latent_dim, self.num_codes, layout)
+        self.discriminator = ConditionalDiscriminator(input_shape, num_classes, self.num_codes, layout)
 
     def random_codes(self, n: int) -> Optional[Tensor]:
         return torch.randint(0, self.num_codes, (n,), device=self.device) if self.num_codes else None
@@ -108,18 +130,7 @@ class GAN(LightningModule):
 
     # -- training --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        betas = (self.hparams.beta1, 0.999)
-        return [torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas),
-                torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)]
-
-    def _step(self, optimizer: Any, loss: Tensor) -> None:
-        """One update of ``optimizer``'s network alone (the others' parameters are frozen while its loss is
-        backpropagated, so no gradient of this loss reaches them)."""
-        self.toggle_optimizer(optimizer)
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
-        self.untoggle_optimizer(optimizer)
+        return [self.adam(self.discriminator.parameters()), self.adam(self.generator.parameters())]
 
     def discriminator_loss(self, x: Tensor, y: Tensor, c: Optional[Tensor], fake: Tensor, y_fake: Tensor,
                            c_fake: Optional[Tensor]) -> Tensor:

@@ -44,7 +44,55 @@ def equal_partition(n: int, parts: int, seed: int) -> Tensor:
     return codes
 
 
-class PIGAN(GAN):
+class CodedMembers:
+    """Member codes for a GAN module (PIGAN's c, PrivGAN's generator index): the members loader yields (x, y, c)
+    with c from a seeded partition into ``num_codes`` equal subsets, and ``classifier`` (PIGAN's Q, PrivGAN's
+    privacy discriminator) is pre-trained on the members with their own c for ``q_pretrain_epochs`` before the
+    first epoch (App. A.2; PrivGAN's released code). Needs ``num_codes``, ``classifier`` and the hparams
+    ``partition_seed``, ``q_pretrain_epochs``, ``warmup_epochs``, ``lr``, ``beta1``.
+    """
+
+    # -- Algorithm 1, line 1 ---------------------------------------------------------------------------------
+    def training_loader(self, loader: DataLoader) -> DataLoader:
+        """The members loader with each sample's code c: a seeded partition into N equal subsets."""
+        n, b = len(loader.dataset), loader.batch_size or 1
+        if n < self.num_codes * b:
+            raise UserInputError(f"{type(self).__name__} needs at least N x batch size = {self.num_codes} x {b} "
+                                 f"members to split into N subsets of a batch each; got {n} members (lower "
+                                 "num_codes or the batch size)")
+        self.codes = equal_partition(n, self.num_codes, self.hparams.partition_seed)
+        self._coded, self._batch_size = Coded(loader.dataset, self.codes), b
+        return DataLoader(self._coded, batch_size=b, shuffle=True, num_workers=loader.num_workers,
+                          drop_last=loader.drop_last)
+
+    def on_fit_start(self) -> None:
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs >= 0 and self.hparams.warmup_epochs >= max_epochs:
+            warnings.warn(f"{type(self).__name__}: warmup_epochs K = {self.hparams.warmup_epochs} >= max_epochs = "
+                          f"{max_epochs}: the code classifier is never trained after its pre-training",
+                          UserWarning, stacklevel=2)
+
+    def on_train_start(self) -> None:
+        if bool(self.q_pretrained) or self.hparams.q_pretrain_epochs == 0:
+            return
+        if self._coded is None:
+            raise UserInputError(f"{type(self).__name__} needs the members' codes: train it with a PrivacyDataModule "
+                                 "(its members loader goes through training_loader)")
+        loader = DataLoader(self._coded, batch_size=self._batch_size, shuffle=True)
+        optimizer = self.adam(self.classifier.parameters())
+        for _ in range(self.hparams.q_pretrain_epochs):
+            for x, _, c in loader:
+                self._q_pretrain_step(optimizer, x.to(self.device), c.to(self.device))
+        self.q_pretrained.fill_(True)
+
+    def _q_pretrain_step(self, optimizer: torch.optim.Optimizer, x: Tensor, c: Tensor) -> None:
+        """One step of Q on members x with their own codes c."""
+        optimizer.zero_grad()
+        F.cross_entropy(self.classifier(self.to_tanh(x)), c).backward()
+        optimizer.step()
+
+
+class PIGAN(CodedMembers, GAN):
     """Algorithm 1 with the networks of Table 5 (G(z, c, y), D(x, c, y), Q(x) with N outputs).
 
     1. The members are split into N equal random subsets (``num_codes``, π_i = 1/N); each sample's subset is its
@@ -100,49 +148,8 @@ class PIGAN(GAN):
         self._coded: Optional[Coded] = None
         self._batch_size = 0
 
-    # -- Algorithm 1, line 1 ---------------------------------------------------------------------------------
-    def training_loader(self, loader: DataLoader) -> DataLoader:
-        """The members loader with each sample's code c: a seeded partition into N equal subsets."""
-        n, b = len(loader.dataset), loader.batch_size or 1
-        if n < self.num_codes * b:
-            raise UserInputError(f"PIGAN needs at least N x batch size = {self.num_codes} x {b} members to split "
-                                 f"into N subsets of a batch each; got {n} members (lower num_codes or the batch size)")
-        self.codes = equal_partition(n, self.num_codes, self.hparams.partition_seed)
-        self._coded, self._batch_size = Coded(loader.dataset, self.codes), b
-        return DataLoader(self._coded, batch_size=b, shuffle=True, num_workers=loader.num_workers,
-                          drop_last=loader.drop_last)
-
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        betas = (self.hparams.beta1, 0.999)
-        return [*super().configure_optimizers(),
-                torch.optim.Adam(self.classifier.parameters(), lr=self.hparams.lr, betas=betas)]
-
-    def on_fit_start(self) -> None:
-        max_epochs = self.trainer.max_epochs
-        if max_epochs is not None and max_epochs >= 0 and self.hparams.warmup_epochs >= max_epochs:
-            warnings.warn(f"PIGAN: warmup_epochs K = {self.hparams.warmup_epochs} >= max_epochs = {max_epochs}: Q is "
-                          "never trained and the generator gets no privacy term (a plain conditional GAN)",
-                          UserWarning, stacklevel=2)
-
-    # -- Algorithm 1's initialisation of Q (App. A.2) --------------------------------------------------------
-    def on_train_start(self) -> None:
-        if bool(self.q_pretrained) or self.hparams.q_pretrain_epochs == 0:
-            return
-        if self._coded is None:
-            raise UserInputError("PIGAN needs the members' codes: train it with a PrivacyDataModule (its members "
-                                 "loader goes through PIGAN.training_loader)")
-        loader = DataLoader(self._coded, batch_size=self._batch_size, shuffle=True)
-        optimizer = torch.optim.Adam(self.classifier.parameters(), lr=self.hparams.lr, betas=(self.hparams.beta1, 0.999))
-        for _ in range(self.hparams.q_pretrain_epochs):
-            for x, _, c in loader:
-                self._q_pretrain_step(optimizer, x.to(self.device), c.to(self.device))
-        self.q_pretrained.fill_(True)
-
-    def _q_pretrain_step(self, optimizer: torch.optim.Optimizer, x: Tensor, c: Tensor) -> None:
-        """One step of Q on members x with their own codes c."""
-        optimizer.zero_grad()
-        F.cross_entropy(self.classifier(self.to_tanh(x)), c).backward()
-        optimizer.step()
+        return [*super().configure_optimizers(), self.adam(self.classifier.parameters())]
 
     # -- Algorithm 1, lines 3-8 ------------------------------------------------------------------------------
     def privacy_term(self, fake: Tensor, c: Tensor) -> Tensor:
