@@ -23,6 +23,7 @@ TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--da
     ("gan", []),
     ("pigan", ["--model.init_args.warmup_epochs", "0", "--model.init_args.q_pretrain_epochs", "1"]),
     ("privgan", ["--model.init_args.warmup_epochs", "0", "--model.init_args.q_pretrain_epochs", "1"]),
+    ("dpgan", []),
 ])
 def test_gan_config_fits_and_audits(in_tmp: Path, defense: str, extra: list[str]) -> None:
     main(["fit", "--config", str(QUICKSTART), "--config", str(REPO / "conf" / "defense" / f"{defense}.yaml"),
@@ -35,9 +36,11 @@ def test_gan_config_fits_and_audits(in_tmp: Path, defense: str, extra: list[str]
                 "gan_mia/mc_set/acc", "gan_mia/mc_set/acc_std", "gan_mia/mc_set/auc"):
         assert key in m, key
     assert "test/acc" not in m
-    assert ("gan_mia/wb_mean/acc" in m) == (defense != "gan")  # max and mean over the codes or discriminators
+    assert ("gan_mia/wb_mean/acc" in m) == (defense in ("pigan", "privgan"))  # max and mean over the codes or discriminators
     assert run.data.tags["audit.weights"] == "last"
     assert m["gan_mia/n_members"] == 64
+    if defense == "dpgan":
+        assert m["dp/epsilon"] > 0 and m["dp/steps"] >= 1
 
 
 def test_audit_config_refuses_unknown_attacks() -> None:
