@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.callbacks.epsilon_audit import EpsilonAudit, EpsilonAuditConfig
+from lightning_privacy.callbacks.gan_fidelity import GanFidelity, GanFidelityConfig
 from lightning_privacy.callbacks.gan_membership import GanMembershipAudit, GanMembershipAuditConfig
 from lightning_privacy.callbacks.membership import MembershipAudit, MembershipAuditConfig
 
@@ -34,6 +35,9 @@ AUDITS: dict[str, AuditEntry] = {
     "gan_membership": AuditEntry(GanMembershipAuditConfig, GanMembershipAudit,
                                  "GAN membership attacks (WB, TVD, MC-Single/MC-Set) on the last weights when fit "
                                  "ends.", subcommands=("fit",)),
+    "gan_fidelity": AuditEntry(GanFidelityConfig, GanFidelity,
+                               "Domain FID / Intra-FID / IS and downstream accuracy of a generative model when fit "
+                               "ends.", subcommands=("fit",)),
 }
 
 

@@ -9,8 +9,8 @@ from lightning_privacy.data.digits import Digits
 
 
 def tiny_digits(members: int = 64, batch_size: int = 16, **kw) -> Digits:
-    dm = Digits(protocol="pooled", members=members, nonmembers=None, validation=0, reference=kw.pop("reference", 0),
-                batch_size=batch_size, image_size=kw.pop("image_size", 16), **kw)
+    kw = {"validation": 0, "reference": 0, "image_size": 16, **kw}
+    dm = Digits(protocol="pooled", members=members, nonmembers=None, batch_size=batch_size, **kw)
     dm.setup("fit")
     return dm
 

@@ -40,3 +40,22 @@ def test_inception_score_bounds() -> None:
     confident = torch.full((100, 10), -1e4, dtype=torch.float64)
     confident[torch.arange(100), torch.arange(100) % 10] = 0.0
     assert inception_score(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-4)  # confident and diverse: k
+
+
+def test_fidelity_audit_on_a_tiny_gan() -> None:
+    from lightning_privacy.callbacks.gan_fidelity import GanFidelity, GanFidelityConfig
+    from lightning_privacy.defenses.gan.gan import GAN
+    from lightning_privacy.errors import UserInputError
+    from tests.gan.conftest import tiny_digits, tiny_trainer
+
+    torch.manual_seed(0)
+    dm = tiny_digits(members=64, shadow=200, validation=100)
+    audit = GanFidelity(GanFidelityConfig(samples=100, classifier_epochs=10, downstream_samples=100,
+                                          downstream_epochs=1, is_splits=2))
+    tiny_trainer(1, [audit], limit_train_batches=2).fit(GAN(input_shape=(1, 16, 16)), datamodule=dm)
+    m = audit.last_result.metrics
+    assert m["gan/fid_domain"] > 0 and 1.0 <= m["gan/is_domain"] <= 10.0
+    assert 0.0 <= m["gan/downstream_acc"] <= 1.0
+    assert m["gan/domain_classifier_acc"] > 0.5  # trained on real digits
+    with pytest.raises(UserInputError, match="disjoint"):
+        GanFidelityConfig(real_role="members")

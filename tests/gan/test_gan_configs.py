@@ -16,7 +16,10 @@ QUICKSTART = REPO / "conf" / "experiments" / "quickstart_gan.yaml"
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--data.init_args.image_size", "16",
         "--data.init_args.members", "64", "--data.init_args.reference", "24", "--data.init_args.batch_size", "16",
         "--audit.gan_membership.mc_generated", "200", "--audit.gan_membership.mc_samples", "10",
-        "--audit.gan_membership.mc_repeats", "2", "--audit.gan_membership.bootstrap", "0"]
+        "--audit.gan_membership.mc_repeats", "2", "--audit.gan_membership.bootstrap", "0",
+        "--audit.gan_fidelity.samples", "60", "--audit.gan_fidelity.downstream_samples", "60",
+        "--audit.gan_fidelity.classifier_epochs", "1", "--audit.gan_fidelity.downstream_epochs", "1",
+        "--audit.gan_fidelity.is_splits", "2"]
 
 
 @pytest.mark.parametrize("defense,extra", [
@@ -36,6 +39,9 @@ def test_gan_config_fits_and_audits(in_tmp: Path, defense: str, extra: list[str]
                 "gan_mia/mc_set/acc", "gan_mia/mc_set/acc_std", "gan_mia/mc_set/auc"):
         assert key in m, key
     assert "test/acc" not in m
+    for key in ("gan/fid_domain", "gan/is_domain", "gan/downstream_acc"):
+        assert key in m, key
+    assert "audit/gan_samples.png" in [a.path for a in client.list_artifacts(run.info.run_id, "audit")]
     assert ("gan_mia/wb_mean/acc" in m) == (defense in ("pigan", "privgan"))  # max and mean over the codes or discriminators
     assert run.data.tags["audit.weights"] == "last"
     assert m["gan_mia/n_members"] == 64
