@@ -59,3 +59,10 @@ def test_mc_without_a_pca_role_is_refused(in_tmp: Path, capsys: pytest.CaptureFi
         main(["fit", "--config", str(QUICKSTART), *TINY, "--data.init_args.reference", "0"])
     assert exc.value.code == 2
     assert "PCA on the 'reference' role" in capsys.readouterr().err
+
+
+def test_images_the_architecture_cannot_produce_name_the_resize(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(QUICKSTART), *TINY, "--data.init_args.image_size", "8"])
+    assert exc.value.code == 2
+    assert "data.init_args.image_size" in capsys.readouterr().err
