@@ -5,7 +5,8 @@ GAN's members) gives the features and class probabilities of a Fréchet *classif
 ``gan/fid_domain``, ``gan/intra_fid_domain``, ``gan/is_domain`` (not Inception figures; the Inception-based
 ``gan/fid``/``gan/is`` are not built yet). Real statistics come from ``real_role``; the downstream classifier (App.
 A.2) trains on ``downstream_samples`` generated labelled images and is tested on ``test_role``:
-``gan/downstream_acc``. A sample grid (one row per class) is attached as ``audit/gan_samples.png``.
+``gan/downstream_acc``. A sample grid (one row per class) is attached as ``audit/gan_samples.png``, and one per
+membership code (PIGAN) or generator (PrivGAN) as ``audit/gan_samples_code_<c>.png``.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ def _role(dm, role: str) -> tuple[Tensor, Tensor]:
     return torch.cat(xs), torch.cat(ys)
 
 
-def _generate(model, n: int, chunk: int = 1000) -> tuple[Tensor, Tensor]:
+def _generate(model, n: int, chunk: int = 1000, code: Optional[int] = None) -> tuple[Tensor, Tensor]:
     labels = torch.arange(n) % model.num_classes  # balanced classes
-    xs = [model.sample(len(labels[s:s + chunk]), labels=labels[s:s + chunk])[0].cpu() for s in range(0, n, chunk)]
+    codes = None if code is None else torch.full((n,), code, dtype=torch.long)
+    xs = [model.sample(len(labels[s:s + chunk]), labels=labels[s:s + chunk],
+                       codes=None if codes is None else codes[s:s + chunk])[0].cpu() for s in range(0, n, chunk)]
     return torch.cat(xs), labels
 
 
@@ -118,8 +121,10 @@ class GanFidelity(AuditCallback):
         x_test, y_test = _role(dm, c.test_role)
         metrics["gan/downstream_acc"] = accuracy(downstream, x_test, y_test)
         metrics["gan/domain_classifier_acc"] = accuracy(domain, x_test, y_test)
-        grid = _grid_writer(*_generate(model, 8 * k)[0:1], k)
-        return AuditResult(name="gan_fidelity", metrics=metrics, artifacts={"audit/gan_samples.png": grid},
+        artifacts = {"audit/gan_samples.png": _grid_writer(_generate(model, 8 * k)[0], k)}
+        for code in range(getattr(model, "num_codes", 0)):  # PIGAN's codes c, PrivGAN's generators
+            artifacts[f"audit/gan_samples_code_{code}.png"] = _grid_writer(_generate(model, 8 * k, code=code)[0], k)
+        return AuditResult(name="gan_fidelity", metrics=metrics, artifacts=artifacts,
                            tags={"gan_fidelity.classifier_role": c.classifier_role,
                                  "gan_fidelity.real_role": c.real_role, "gan_fidelity.test_role": c.test_role},
                            summary=("gan/fid_domain", "gan/intra_fid_domain", "gan/downstream_acc"))

@@ -41,7 +41,9 @@ def test_gan_config_fits_and_audits(in_tmp: Path, defense: str, extra: list[str]
     assert "test/acc" not in m
     for key in ("gan/fid_domain", "gan/is_domain", "gan/downstream_acc"):
         assert key in m, key
-    assert "audit/gan_samples.png" in [a.path for a in client.list_artifacts(run.info.run_id, "audit")]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "audit")]
+    assert "audit/gan_samples.png" in artifacts
+    assert ("audit/gan_samples_code_1.png" in artifacts) == (defense in ("pigan", "privgan"))
     assert ("gan_mia/wb_mean/acc" in m) == (defense in ("pigan", "privgan"))  # max and mean over the codes or discriminators
     assert run.data.tags["audit.weights"] == "last"
     assert m["gan_mia/n_members"] == 64
