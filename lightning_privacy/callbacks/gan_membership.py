@@ -65,6 +65,12 @@ def _images(dm, role: str) -> tuple[Tensor, Tensor]:
     return torch.cat(xs), torch.cat(ys)
 
 
+def _scores(model, x: Tensor, y: Tensor, chunk: int = 1024) -> Tensor:
+    """D's scores in chunks (a holdout of 63 000 images at once would need gigabytes of activations)."""
+    return torch.cat([model.discriminator_scores(x[s:s + chunk], y[s:s + chunk]).cpu()
+                      for s in range(0, x.shape[0], chunk)])
+
+
 class GanMembershipAudit(AuditCallback):
     """Runs the configured generative attacks on rank 0 when fit ends and emits one ``AuditResult``
     (``name="gan_membership"``): ``gan_mia/wb/acc``, ``gan_mia/tvd``, ``gan_mia/mc_single/acc``,
@@ -109,8 +115,7 @@ class GanMembershipAudit(AuditCallback):
                                      "gan_mia/n_holdout": float(x_out.shape[0])}
         artifacts = {}
         if "wb" in c.attacks or "tvd" in c.attacks:
-            s_in = model.discriminator_scores(x_in, y_in).cpu()
-            s_out = model.discriminator_scores(x_out, y_out).cpu()
+            s_in, s_out = _scores(model, x_in, y_in), _scores(model, x_out, y_out)
             is_member = torch.cat([torch.ones(len(s_in)), torch.zeros(len(s_out))]).bool()
             if "wb" in c.attacks:
                 reductions = ("max", "mean") if s_in.shape[1] > 1 else ("max",)
