@@ -29,7 +29,8 @@ class GanMembershipAuditConfig:
 
     attacks: any of ``wb`` (Hayes et al.; with several codes or discriminators also ``wb_mean``), ``tvd``
     (Mukherjee et al.) and ``mc`` (MC-Single and MC-Set, Hilprecht et al.). mc_generated (n), mc_samples (M),
-    mc_repeats, pca_components: the MC attacks' sizes (the paper: 10⁵, 100, 20, 40). tvd_bins: equal bins of D's
+    mc_repeats, pca_components: the MC attacks' sizes (the paper: 10⁵, 100, 20, 40); mc_regenerate: fresh generated
+    samples in each repeat (the paper), else one set reused by every repeat (CPU-sized runs). tvd_bins: equal bins of D's
     score over [0, 1]. bootstrap: resamples of the AUC / TPR intervals (0: none).
     """
 
@@ -39,6 +40,7 @@ class GanMembershipAuditConfig:
     mc_generated: int = 100_000
     mc_samples: int = 100
     mc_repeats: int = 20
+    mc_regenerate: bool = True
     pca_components: int = 40
     tvd_bins: int = 50
     bootstrap: int = 200
@@ -133,7 +135,8 @@ class GanMembershipAudit(AuditCallback):
             x_pca, _ = _images(dm, c.pca_role)
             torch.manual_seed(c.seed)
             res = mc_attack(x_in, x_out, lambda n: model.sample(n)[0], fit_pca(x_pca, c.pca_components),
-                            m=c.mc_samples, n_generated=c.mc_generated, repeats=c.mc_repeats, seed=c.seed)
+                            m=c.mc_samples, n_generated=c.mc_generated, repeats=c.mc_repeats, seed=c.seed,
+                            regenerate=c.mc_regenerate)
             metrics.update({f"gan_mia/{k}": v for k, v in res.summary().items()})
             metrics["gan_mia/mc/eps"] = float(torch.tensor(res.eps).mean())
             for name in ("mc_single", "mc_set"):  # both rank by the same f
@@ -142,6 +145,7 @@ class GanMembershipAudit(AuditCallback):
         summary = tuple(k for k in ("gan_mia/wb/acc", "gan_mia/tvd", "gan_mia/mc_set/acc", "gan_mia/mc_single/acc")
                         if k in metrics)
         tags = {"gan_mia.pca_role": c.pca_role, "gan_mia.holdout_role": c.holdout_role,
+                "gan_mia.mc_regenerate": str(c.mc_regenerate).lower(),
                 "gan_mia.tvd_bins": str(c.tvd_bins)}
         return AuditResult(name="gan_membership", metrics=metrics, tags=tags, artifacts=artifacts, summary=summary)
 

@@ -88,3 +88,20 @@ def test_leakage_metrics_report_low_fpr_only_over_1000_nonmembers() -> None:
     assert set(small) == {"auc", "auc_ci95_low", "auc_ci95_high"}
     big = leakage_metrics(torch.rand(1200, generator=g), torch.arange(1200) < 100, bootstrap=20)
     assert {"tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001_ci95_low"} <= set(big)
+
+
+def test_mc_without_regeneration_generates_once(data) -> None:
+    calls = []
+    sample = _sampler(data["other"], 0)
+
+    def generate(n):
+        calls.append(n)
+        return sample(n)
+
+    pca = fit_pca(data["pca"], 10)
+    res = mc_attack(data["members"], data["holdout"], generate, pca, m=20, n_generated=300, repeats=4, seed=0,
+                    regenerate=False)
+    assert sum(calls) == 300 and len(res.single) == 4
+    calls.clear()
+    mc_attack(data["members"], data["holdout"], generate, pca, m=20, n_generated=300, repeats=4, seed=0)
+    assert sum(calls) == 4 * 300
