@@ -63,7 +63,7 @@ def _role(dm, role: str) -> tuple[Tensor, Tensor]:
     return torch.cat(xs), torch.cat(ys)
 
 
-def _generate(model, n: int, chunk: int = 1000, code: Optional[int] = None) -> tuple[Tensor, Tensor]:
+def _generate(model, n: int, chunk: int = 500, code: Optional[int] = None) -> tuple[Tensor, Tensor]:
     labels = torch.arange(n) % model.num_classes  # balanced classes
     codes = None if code is None else torch.full((n,), code, dtype=torch.long)
     xs = [model.sample(len(labels[s:s + chunk]), labels=labels[s:s + chunk],

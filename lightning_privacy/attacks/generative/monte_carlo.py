@@ -79,10 +79,11 @@ class MCResult:
 
 def mc_attack(members: Tensor, holdout: Tensor, generate: Callable[[int], Tensor], pca: PCA, *, m: int = 100,
               n_generated: int = 100_000, repeats: int = 20, seed: int = 0, chunk: int = 8192,
-              regenerate: bool = True) -> MCResult:
+              regenerate: bool = True, generate_chunk: int = 500) -> MCResult:
     """MC-Single and MC-Set (Hilprecht et al. 2019; the PIGAN paper's Sec. 4.1, 5.1.2: M = 100, n = 10⁵, 40
     components, 20 repeats). Each repeat draws M members and M holdout samples without replacement and n fresh
-    samples from ``generate`` (called with chunk sizes), ranks the 2M by f and predicts the top M as members
+    samples from ``generate`` (called with at most ``generate_chunk`` at a time: a generator's activations for
+    thousands of images at once take gigabytes), ranks the 2M by f and predicts the top M as members
     (ties broken at random). ``regenerate: false`` draws the n generated samples once and reuses them in every
     repeat (only the M + M queries are redrawn): 1/repeats of the generator's cost, for CPU-sized runs."""
     if m < 1 or m > members.shape[0] or m > holdout.shape[0]:
@@ -98,8 +99,8 @@ def mc_attack(members: Tensor, holdout: Tensor, generate: Callable[[int], Tensor
         b = holdout[torch.randperm(holdout.shape[0], generator=g)[:m]]
         queries = pca.transform(torch.cat([a, b]))
         if gen is None or regenerate:
-            gen = torch.cat([pca.transform(generate(min(chunk, n_generated - s)).cpu())
-                             for s in range(0, n_generated, chunk)])
+            gen = torch.cat([pca.transform(generate(min(generate_chunk, n_generated - s)).cpu())
+                             for s in range(0, n_generated, generate_chunk)])
         f, eps = mc_scores(queries, gen, chunk=chunk)
         hits = int((top_m(f, m, seed=seed * 1000 + r) < m).sum())  # the first m queries are the members
         result.single.append(hits / m)
