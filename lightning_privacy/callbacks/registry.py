@@ -11,6 +11,8 @@ from typing import Any, Callable
 from lightning_privacy.callbacks.audit import AuditCallback
 from lightning_privacy.callbacks.epsilon_audit import EpsilonAudit, EpsilonAuditConfig
 from lightning_privacy.callbacks.inversion import InversionAudit, InversionAuditConfig
+from lightning_privacy.callbacks.gan_fidelity import GanFidelity, GanFidelityConfig
+from lightning_privacy.callbacks.gan_membership import GanMembershipAudit, GanMembershipAuditConfig
 from lightning_privacy.callbacks.membership import MembershipAudit, MembershipAuditConfig
 
 
@@ -34,6 +36,12 @@ AUDITS: dict[str, AuditEntry] = {
     "inversion": AuditEntry(InversionAuditConfig, InversionAudit,
                             "Model inversion after testing: the layer-wise decoder attack and the optimization attack "
                             "(class-DP paper, Algorithm 1) with the MIA distance."),
+    "gan_membership": AuditEntry(GanMembershipAuditConfig, GanMembershipAudit,
+                                 "GAN membership attacks (WB, TVD, MC-Single/MC-Set) on the last weights when fit "
+                                 "ends.", subcommands=("fit",)),
+    "gan_fidelity": AuditEntry(GanFidelityConfig, GanFidelity,
+                               "Domain FID / Intra-FID / IS and downstream accuracy of a generative model when fit "
+                               "ends.", subcommands=("fit",)),
 }
 
 
