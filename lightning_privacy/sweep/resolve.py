@@ -21,7 +21,10 @@ class _Parsed(Exception):
 def resolve_config(fit_args: Sequence[str]) -> dict[str, Any]:
     """The resolved config of ``lightning-privacy fit <fit_args>`` as plain data (``compose:`` expanded, files
     stacked, interpolations applied; ``seed_everything: true`` stays true: no random seed is drawn)."""
+    from jsonargparse import ArgumentError
+
     from lightning_privacy.cli import PrivacyCLI, expand_compose
+    from lightning_privacy.tracking.catalog import explain
 
     class _Resolver(PrivacyCLI):
         def _set_seed(self) -> None:  # resolving must not draw a random seed
@@ -39,6 +42,8 @@ def resolve_config(fit_args: Sequence[str]) -> dict[str, Any]:
             _Resolver(["fit", *expand_compose(fit_args)])
     except _Parsed as parsed:
         return parsed.config
+    except ArgumentError as e:  # the CLI's parsers raise (exit_on_error=False)
+        raise UserInputError(f"a trial's arguments do not parse ({' '.join(fit_args)}): {explain(str(e))}") from e
     except SystemExit as e:  # jsonargparse reports bad arguments by exiting
         text = err.getvalue()
         reason = text[text.find("error:"):].strip() if "error:" in text else text.strip()[-2000:]
