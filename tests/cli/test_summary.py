@@ -36,5 +36,6 @@ def test_ctrl_c_prints_what_was_kept_and_how_to_audit_it(in_tmp, capsys):
               "--trainer.callbacks+=tests.cli.test_summary.InterruptAfterOneEpoch"])
     out = capsys.readouterr().out
     assert "interrupted" in out and "kept: mlflow run" in out
-    ckpt = re.search(r"kept: checkpoint: (\S+\.ckpt)", out).group(1)
-    assert f"lightning-privacy test --config {QUICKSTART} --ckpt_path {ckpt}" in out
+    kept = re.findall(r"kept: checkpoint: (\S+\.ckpt)", out)
+    assert kept and kept[-1].endswith("last.ckpt")  # every fit keeps last.ckpt (crash-resume); it is the newest
+    assert f"lightning-privacy test --config {QUICKSTART} --ckpt_path {kept[-1]}" in out
