@@ -23,16 +23,20 @@ class PaperCNN(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         hidden: int = 128,
         dropout: float = 0.0,
+        kernel_size: int = 3,
     ) -> None:
         super().__init__()
         if len(input_shape) != 3 or min(input_shape) < 1:
             raise ValueError(f"input_shape must be (C, H, W) with positive sizes; got {tuple(input_shape)}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-size convolutions); got {kernel_size}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}")
         c, h, w = input_shape
         layers: list[nn.Module] = []
         for out in channels:
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            layers += [nn.Conv2d(c, out, kernel_size, padding=kernel_size // 2), nn.ReLU(),
+                       nn.MaxPool2d(2, ceil_mode=True)]
             if dropout:
                 layers.append(nn.Dropout(dropout))
             c, h, w = out, -(-h // 2), -(-w // 2)
