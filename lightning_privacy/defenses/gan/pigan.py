@@ -52,6 +52,18 @@ class CodedMembers:
     ``partition_seed``, ``q_pretrain_epochs``, ``warmup_epochs``, ``lr``, ``beta1``.
     """
 
+    @staticmethod
+    def check_codes(name: str, codes: str, num_codes: int, lam: float, warmup_epochs: int,
+                    q_pretrain_epochs: int) -> None:
+        """N >= 2 (``codes`` names what the N are), λ >= 0, non-negative warm-up and pre-training epochs."""
+        if num_codes < 2:
+            raise UserInputError(f"{name} needs num_codes (N) >= 2 {codes}; got {num_codes}")
+        if lam < 0:
+            raise UserInputError(f"lam (λ) must be >= 0; got {lam}")
+        if warmup_epochs < 0 or q_pretrain_epochs < 0:
+            raise UserInputError(f"warmup_epochs and q_pretrain_epochs must be >= 0; got {warmup_epochs}, "
+                                 f"{q_pretrain_epochs}")
+
     # -- Algorithm 1, line 1 ---------------------------------------------------------------------------------
     def training_loader(self, loader: DataLoader) -> DataLoader:
         """The members loader with each sample's code c: a seeded partition into N equal subsets."""
@@ -130,13 +142,7 @@ class PIGAN(CodedMembers, GAN):
         real_label: float = 1.0,
         layout: Layout = "auto",
     ) -> None:
-        if num_codes < 2:
-            raise UserInputError(f"PIGAN needs num_codes (N) >= 2 membership subsets; got {num_codes}")
-        if lam < 0:
-            raise UserInputError(f"lam (λ) must be >= 0; got {lam}")
-        if warmup_epochs < 0 or q_pretrain_epochs < 0:
-            raise UserInputError(f"warmup_epochs and q_pretrain_epochs must be >= 0; got {warmup_epochs}, "
-                                 f"{q_pretrain_epochs}")
+        self.check_codes("PIGAN", "membership subsets", num_codes, lam, warmup_epochs, q_pretrain_epochs)
         if q_objective not in ("eq9", "wrong_code"):
             raise UserInputError(f"q_objective must be 'eq9' or 'wrong_code'; got {q_objective!r}")
         self.num_codes = num_codes

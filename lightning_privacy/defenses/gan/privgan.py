@@ -44,13 +44,8 @@ class PrivGAN(CodedMembers, GenerativeModule):
         real_label: float = 1.0,
         layout: Layout = "auto",
     ) -> None:
-        if num_codes < 2:
-            raise UserInputError(f"PrivGAN needs num_codes (N) >= 2 generator-discriminator pairs; got {num_codes}")
-        if lam < 0:
-            raise UserInputError(f"lam (λ) must be >= 0; got {lam}")
-        if warmup_epochs < 0 or q_pretrain_epochs < 0:
-            raise UserInputError(f"warmup_epochs and q_pretrain_epochs must be >= 0; got {warmup_epochs}, "
-                                 f"{q_pretrain_epochs}")
+        self.check_codes("PrivGAN", "generator-discriminator pairs", num_codes, lam, warmup_epochs,
+                         q_pretrain_epochs)
         super().__init__(num_classes, input_shape, latent_dim, lr, beta1, real_label)
         self.save_hyperparameters(logger=False)
         self.num_codes = num_codes
