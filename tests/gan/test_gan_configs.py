@@ -68,3 +68,12 @@ def test_images_the_architecture_cannot_produce_name_the_resize(in_tmp: Path, ca
         main(["fit", "--config", str(QUICKSTART), *TINY, "--data.init_args.image_size", "8"])
     assert exc.value.code == 2
     assert "data.init_args.image_size" in capsys.readouterr().err
+
+
+def test_dp_stacked_on_pigan_is_refused_by_name(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(QUICKSTART), "--config", str(REPO / "conf" / "defense" / "pigan.yaml"),
+              "--config", str(REPO / "conf" / "defense" / "with_dp.yaml"), *TINY,
+              "--model.init_args.dp.module", "generator"])
+    assert exc.value.code == 2
+    assert "PIGAN cannot be trained with DP-SGD (dp.module 'generator')" in capsys.readouterr().err
