@@ -47,6 +47,7 @@ def test_gan_config_fits_and_audits(in_tmp: Path, defense: str, extra: list[str]
     assert ("gan_mia/wb_mean/acc" in m) == (defense in ("pigan", "privgan"))  # max and mean over the codes or discriminators
     assert run.data.tags["audit.weights"] == "last"
     assert m["gan_mia/n_members"] == 64
+    assert m["gan_mia/wb/chance"] == pytest.approx(64 / (64 + m["gan_mia/n_holdout"]))
     if defense == "dpgan":
         assert m["dp/epsilon"] > 0 and m["dp/steps"] >= 1
 
