@@ -98,5 +98,13 @@ def classifier_outputs(net: nn.Module, x: Tensor, *, batch_size: int = 512) -> t
 
 
 @torch.no_grad()
+def feature_outputs(extractor: nn.Module, images: Tensor, *, batch_size: int = 50) -> tuple[Tensor, ...]:
+    """A feature extractor returning a tuple per batch (``models/inception.py``'s pool features and logits: one
+    forward pass for FID, Intra-FID and IS), run in batches and concatenated."""
+    parts = [extractor(images[start:start + batch_size]) for start in range(0, images.shape[0], batch_size)]
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(len(parts[0])))
+
+
+@torch.no_grad()
 def accuracy(net: nn.Module, x: Tensor, y: Tensor) -> float:
     return float((classifier_outputs(net, x)[1].argmax(dim=1) == y).double().mean())
