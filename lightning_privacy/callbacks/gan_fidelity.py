@@ -22,6 +22,7 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 
 from lightning_privacy.callbacks.audit import AuditCallback
+from lightning_privacy.defenses.evaluator import evaluation_classifier, train_classifier
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.metrics.fidelity import (
     accuracy,
@@ -30,7 +31,6 @@ from lightning_privacy.metrics.fidelity import (
     frechet_distance,
     inception_score,
     intra_fid,
-    train_classifier,
 )
 from lightning_privacy.models.inception import (
     INCEPTION_FILE,
@@ -50,6 +50,9 @@ class GanFidelityConfig:
     Fashion-MNIST), the roles of the domain classifier's training data, of the real statistics and of the
     downstream test, the two classifiers' epochs (the paper's downstream classifier: 50; Adam 2e-4, β1 0.5), the
     domain classifier's Adam lr (β1 0.9, the project's ERM recipe) and IS splits.
+
+    The domain classifier is ``defenses/evaluator.py``'s evaluation classifier, shared with the inversion audit
+    and cached in ``cache_dir`` (null: none) by the split hash, the role's images, the network and the settings.
 
     Inception (``gan/fid``, ``gan/is``, ``gan/intra_fid``): ``inception_weights`` is pytorch-fid's
     ``pt_inception-2015-12-05-6726825d.pth`` (or a folder holding it; default: look in
@@ -72,6 +75,7 @@ class GanFidelityConfig:
     require_inception: bool = False
     inception_check_hash: bool = True
     inception_samples: Optional[int] = None
+    cache_dir: Optional[str] = "outputs/evaluator"
 
     def __post_init__(self) -> None:
         for key in ("samples", "classifier_epochs", "downstream_samples", "downstream_epochs", "is_splits"):
@@ -156,8 +160,11 @@ class GanFidelity(AuditCallback):
         torch.manual_seed(c.seed)
         k = model.num_classes
         x_cls, y_cls = _role(dm, c.classifier_role)
-        domain = train_classifier(x_cls, y_cls, num_classes=k, epochs=c.classifier_epochs, lr=c.classifier_lr,
-                                  beta1=0.9, seed=c.seed)
+        domain = evaluation_classifier(  # the inversion audit's evaluation classifier: one helper, one cache
+            x_cls, y_cls, num_classes=k, epochs=c.classifier_epochs, lr=c.classifier_lr, beta1=0.9, seed=c.seed,
+            key={"dataset": getattr(dm, "dataset_name", type(dm).__name__), "split": dm.splits.digest(),
+                 "role": c.classifier_role},
+            cache_dir=c.cache_dir or None)
         x_real, y_real = _role(dm, c.real_role)
         x_fake, y_fake = _generate(model, c.samples)
         f_real, _ = classifier_outputs(domain, x_real)
@@ -174,7 +181,8 @@ class GanFidelity(AuditCallback):
         if self._inception is not None:
             metrics.update(self.inception_metrics(dm, model, x_real, y_real))
         x_down, y_down = _generate(model, c.downstream_samples)
-        downstream = train_classifier(x_down, y_down, num_classes=k, epochs=c.downstream_epochs, seed=c.seed)
+        downstream = train_classifier(x_down, y_down, num_classes=k, epochs=c.downstream_epochs, lr=2e-4, beta1=0.5,
+                                      seed=c.seed)
         x_test, y_test = _role(dm, c.test_role)
         metrics["gan/downstream_acc"] = accuracy(downstream, x_test, y_test)
         metrics["gan/domain_classifier_acc"] = accuracy(domain, x_test, y_test)

@@ -101,14 +101,14 @@ def test_found_in_a_configured_folder_or_torch_home(weights: Path, empty_torch_h
     assert find_inception_weights() == hub / INCEPTION_FILE
 
 
-def test_absent_weights_warn_once_and_skip_the_inception_metrics(empty_torch_home: Path) -> None:
+def test_absent_weights_warn_once_and_skip_the_inception_metrics(empty_torch_home: Path, tmp_path: Path) -> None:
     from tests.gan.conftest import tiny_digits, tiny_trainer
     from lightning_privacy.defenses.gan.gan import GAN
 
     torch.manual_seed(0)
     dm = tiny_digits(members=64, shadow=100, validation=40)
     audit = GanFidelity(GanFidelityConfig(samples=40, classifier_epochs=1, downstream_samples=40,
-                                          downstream_epochs=1, is_splits=2))
+                                          downstream_epochs=1, is_splits=2, cache_dir=str(tmp_path)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiny_trainer(1, [audit], limit_train_batches=1).fit(GAN(input_shape=(1, 16, 16)), datamodule=dm)
@@ -126,7 +126,7 @@ def test_require_inception_turns_the_warning_into_an_error(empty_torch_home: Pat
         GanFidelity(GanFidelityConfig(require_inception=True)).prepare_inception()
 
 
-def test_a_tiny_fit_logs_gan_fid_and_gan_is(weights: Path, empty_torch_home: Path) -> None:
+def test_a_tiny_fit_logs_gan_fid_and_gan_is(weights: Path, empty_torch_home: Path, tmp_path: Path) -> None:
     from tests.gan.conftest import tiny_digits, tiny_trainer
     from lightning_privacy.defenses.gan.gan import GAN
 
@@ -134,7 +134,7 @@ def test_a_tiny_fit_logs_gan_fid_and_gan_is(weights: Path, empty_torch_home: Pat
     dm = tiny_digits(members=64, shadow=100, validation=40)
     audit = GanFidelity(GanFidelityConfig(samples=40, classifier_epochs=1, downstream_samples=40, downstream_epochs=1,
                                           is_splits=2, inception_weights=str(weights), inception_check_hash=False,
-                                          inception_samples=8))
+                                          inception_samples=8, cache_dir=str(tmp_path)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiny_trainer(1, [audit], limit_train_batches=1).fit(GAN(input_shape=(1, 16, 16)), datamodule=dm)
