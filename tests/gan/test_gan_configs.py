@@ -45,6 +45,7 @@ def test_gan_config_fits_and_audits(in_tmp: Path, defense: str, extra: list[str]
     assert "audit/gan_samples.png" in artifacts
     assert ("audit/gan_samples_code_1.png" in artifacts) == (defense in ("pigan", "privgan"))
     assert ("gan_mia/wb_mean/acc" in m) == (defense in ("pigan", "privgan"))  # max and mean over the codes or discriminators
+    assert ("time/q_pretrain_s" in m) == (defense in ("pigan", "privgan"))  # Q's pre-training, timed
     assert run.data.tags["audit.weights"] == "last"
     assert m["gan_mia/n_members"] == 64
     assert m["gan_mia/wb/chance"] == pytest.approx(64 / (64 + m["gan_mia/n_holdout"]))

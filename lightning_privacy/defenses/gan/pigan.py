@@ -4,6 +4,7 @@ and a membership code c, estimated by a classifier Q (Sec. 3, Eq. 9, Algorithm 1
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Literal, Optional, Sequence
 
@@ -93,10 +94,12 @@ class CodedMembers:
                                  "(its members loader goes through training_loader)")
         loader = DataLoader(self._coded, batch_size=self._batch_size, shuffle=True)
         optimizer = self.adam(self.classifier.parameters())
+        start = time.perf_counter()
         for _ in range(self.hparams.q_pretrain_epochs):
             for x, _, c in loader:
                 self._q_pretrain_step(optimizer, x.to(self.device), c.to(self.device))
         self.q_pretrained.fill_(True)
+        self.log("time/q_pretrain_s", time.perf_counter() - start)
 
     def _q_pretrain_step(self, optimizer: torch.optim.Optimizer, x: Tensor, c: Tensor) -> None:
         """One step of Q on members x with their own codes c."""
