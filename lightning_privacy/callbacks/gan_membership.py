@@ -114,7 +114,9 @@ class GanMembershipAudit(AuditCallback):
         x_in, y_in = _images(dm, "members")
         x_out, y_out = _images(dm, c.holdout_role)
         metrics: dict[str, float] = {"gan_mia/n_members": float(x_in.shape[0]),
-                                     "gan_mia/n_holdout": float(x_out.shape[0])}
+                                     "gan_mia/n_holdout": float(x_out.shape[0]),
+                                     # WB's chance: the members' share of the scored set (10 % in the paper)
+                                     "gan_mia/wb/chance": x_in.shape[0] / (x_in.shape[0] + x_out.shape[0])}
         artifacts = {}
         if "wb" in c.attacks or "tvd" in c.attacks:
             s_in, s_out = _scores(model, x_in, y_in), _scores(model, x_out, y_out)

@@ -64,28 +64,6 @@ def inception_score(logits: Tensor, *, splits: int = 10) -> tuple[float, float]:
     return float(mean), float(std)
 
 
-def train_classifier(x: Tensor, y: Tensor, *, num_classes: int, epochs: int, batch_size: int = 64, lr: float = 2e-4,
-                     beta1: float = 0.5, seed: int = 0) -> nn.Module:
-    """The papers' CNN (``models/cnn.py``) trained with Adam on (x, y): the downstream classifier of the PIGAN
-    paper's App. A.2 (Adam 2e-4, β1 0.5, batch 64, 50 epochs) and the domain classifier whose features and class
-    probabilities stand in for Inception's. Returned in eval mode."""
-    from lightning_privacy.models.cnn import PaperCNN
-
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = PaperCNN(tuple(x.shape[1:]), num_classes)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, 0.999))
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=g)
-        for start in range(0, x.shape[0], batch_size):
-            idx = order[start:start + batch_size]
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
-    return net.eval()
-
-
 @torch.no_grad()
 def classifier_outputs(net: nn.Module, x: Tensor, *, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """(penultimate features, logits) of a network following the project's protocol (``penultimate``)."""
@@ -95,6 +73,14 @@ def classifier_outputs(net: nn.Module, x: Tensor, *, batch_size: int = 512) -> t
         feats.append(f)
         logits.append(net.last_layer(f))
     return torch.cat(feats), torch.cat(logits)
+
+
+@torch.no_grad()
+def feature_outputs(extractor: nn.Module, images: Tensor, *, batch_size: int = 50) -> tuple[Tensor, ...]:
+    """A feature extractor returning a tuple per batch (``models/inception.py``'s pool features and logits: one
+    forward pass for FID, Intra-FID and IS), run in batches and concatenated."""
+    parts = [extractor(images[start:start + batch_size]) for start in range(0, images.shape[0], batch_size)]
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
 @torch.no_grad()

@@ -15,6 +15,11 @@ from tests.data.fakes import write_mnist_like
 EXPERIMENTS = sorted((REPO / "conf" / "experiments").rglob("*.yaml"))
 SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
          "--trainer.limit_test_batches", "2"]
+# generative experiments: their audits at CPU-test sizes (fmnist_gan asks for the paper's 10^5 MC samples)
+GAN_SHORT = ["--audit.gan_membership.mc_generated", "500", "--audit.gan_membership.mc_repeats", "2",
+             "--audit.gan_membership.bootstrap", "0", "--audit.gan_fidelity.samples", "200",
+             "--audit.gan_fidelity.downstream_samples", "200", "--audit.gan_fidelity.classifier_epochs", "1",
+             "--audit.gan_fidelity.downstream_epochs", "1"]
 
 
 def _fake_root(tmp: Path, n_train: int) -> Path:
@@ -30,7 +35,8 @@ def _fake_root(tmp: Path, n_train: int) -> Path:
 def test_experiment_fits_a_couple_of_batches(in_tmp: Path, experiment: Path) -> None:
     # DP experiments fix the noise for the real data set's sampling rate: give them its size of training part.
     root = _fake_root(in_tmp, 60000 if "dp_" in experiment.parent.name else 2400)
-    main(["fit", "--config", str(experiment), *SHORT, "--data.init_args.root", str(root)])
+    short = [*SHORT, *GAN_SHORT] if "gan" in experiment.stem else SHORT
+    main(["fit", "--config", str(experiment), *short, "--data.init_args.root", str(root)])
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp / 'mlruns' / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.info.status == "FINISHED"

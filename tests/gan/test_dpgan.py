@@ -43,9 +43,12 @@ def test_epsilon_is_the_account_of_the_d_steps_and_g_gets_no_noise(monkeypatch) 
     assert checks and all(checks)
 
 
-def test_dp_on_the_generator_is_refused() -> None:
-    with pytest.raises(UserInputError, match="discriminator only"):
-        DPGAN(input_shape=SHAPE, dp=DPConfig(noise_multiplier=1.0, module="generator"))
+@pytest.mark.parametrize("target,match", [("generator", "never reads member data.*post-processing"),
+                                          ("classifier", "DPGAN has no code classifier Q"),
+                                          ("decoder", "not one of its networks")])
+def test_dp_on_the_generator_or_q_is_refused_by_name(target, match) -> None:
+    with pytest.raises(UserInputError, match=f"discriminator only.*{match}"):
+        DPGAN(input_shape=SHAPE, dp=DPConfig(noise_multiplier=1.0, module=target))
 
 
 def test_without_dp_it_trains_as_the_gan(digits) -> None:

@@ -42,7 +42,7 @@ def test_inception_score_bounds() -> None:
     assert inception_score(confident, splits=1)[0] == pytest.approx(10.0, rel=1e-4)  # confident and diverse: k
 
 
-def test_fidelity_audit_on_a_tiny_gan() -> None:
+def test_fidelity_audit_on_a_tiny_gan(tmp_path) -> None:
     from lightning_privacy.callbacks.gan_fidelity import GanFidelity, GanFidelityConfig
     from lightning_privacy.defenses.gan.gan import GAN
     from lightning_privacy.errors import UserInputError
@@ -51,7 +51,7 @@ def test_fidelity_audit_on_a_tiny_gan() -> None:
     torch.manual_seed(0)
     dm = tiny_digits(members=64, shadow=200, validation=100)
     audit = GanFidelity(GanFidelityConfig(samples=100, classifier_epochs=10, downstream_samples=100,
-                                          downstream_epochs=1, is_splits=2))
+                                          downstream_epochs=1, is_splits=2, cache_dir=str(tmp_path)))
     tiny_trainer(1, [audit], limit_train_batches=2).fit(GAN(input_shape=(1, 16, 16)), datamodule=dm)
     m = audit.last_result.metrics
     assert m["gan/fid_domain"] > 0 and 1.0 <= m["gan/is_domain"] <= 10.0

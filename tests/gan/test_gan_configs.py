@@ -45,8 +45,10 @@ def test_gan_config_fits_and_audits(in_tmp: Path, defense: str, extra: list[str]
     assert "audit/gan_samples.png" in artifacts
     assert ("audit/gan_samples_code_1.png" in artifacts) == (defense in ("pigan", "privgan"))
     assert ("gan_mia/wb_mean/acc" in m) == (defense in ("pigan", "privgan"))  # max and mean over the codes or discriminators
+    assert ("time/q_pretrain_s" in m) == (defense in ("pigan", "privgan"))  # Q's pre-training, timed
     assert run.data.tags["audit.weights"] == "last"
     assert m["gan_mia/n_members"] == 64
+    assert m["gan_mia/wb/chance"] == pytest.approx(64 / (64 + m["gan_mia/n_holdout"]))
     if defense == "dpgan":
         assert m["dp/epsilon"] > 0 and m["dp/steps"] >= 1
 
@@ -68,3 +70,12 @@ def test_images_the_architecture_cannot_produce_name_the_resize(in_tmp: Path, ca
         main(["fit", "--config", str(QUICKSTART), *TINY, "--data.init_args.image_size", "8"])
     assert exc.value.code == 2
     assert "data.init_args.image_size" in capsys.readouterr().err
+
+
+def test_dp_stacked_on_pigan_is_refused_by_name(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(QUICKSTART), "--config", str(REPO / "conf" / "defense" / "pigan.yaml"),
+              "--config", str(REPO / "conf" / "defense" / "with_dp.yaml"), *TINY,
+              "--model.init_args.dp.module", "generator"])
+    assert exc.value.code == 2
+    assert "PIGAN cannot be trained with DP-SGD (dp.module 'generator')" in capsys.readouterr().err

@@ -171,3 +171,15 @@ def test_too_few_members_for_n_batches() -> None:
 def test_warmup_as_long_as_training_warns(digits) -> None:
     with pytest.warns(UserWarning, match="never trained after"):
         tiny_trainer(1, limit_train_batches=1).fit(_pigan(warmup_epochs=1), datamodule=digits)
+
+
+@pytest.mark.parametrize("target,match", [("generator", "never reads member data"),
+                                          ("classifier", "code classifier Q reads the members"),
+                                          ("q", "code classifier Q reads the members"),
+                                          ("discriminator", "Q is pre-trained on the members"),
+                                          ("net", "Q is pre-trained on the members")])
+def test_dp_on_g_q_or_d_is_refused_with_its_reason(target, match) -> None:
+    from lightning_privacy.privacy.config import DPConfig
+
+    with pytest.raises(UserInputError, match=f"PIGAN cannot be trained with DP-SGD \\(dp.module '{target}'\\).*{match}"):
+        _pigan(dp=DPConfig(noise_multiplier=1.0, module=target))

@@ -49,3 +49,13 @@ def test_optimizers_and_scores(digits) -> None:
 def test_bad_hyperparameters(kw) -> None:
     with pytest.raises(UserInputError):
         PrivGAN(input_shape=SHAPE, **kw)
+
+
+@pytest.mark.parametrize("target,match", [("generators", "never reads member data"),
+                                          ("classifier", "code classifier Q"),
+                                          ("discriminators", "privacy discriminator is pre-trained")])
+def test_dp_is_refused_with_the_reason_of_its_target(target, match) -> None:
+    from lightning_privacy.privacy.config import DPConfig
+
+    with pytest.raises(UserInputError, match=match):
+        PrivGAN(input_shape=SHAPE, dp=DPConfig(noise_multiplier=1.0, module=target))

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from lightning_privacy.defenses.gan.gan import GAN
+from lightning_privacy.defenses.gan.gan import (CODE_CLASSIFIER_TARGETS, DP_ON_CODE_CLASSIFIER, DP_ON_GENERATOR, GAN,
+                                                GENERATOR_TARGETS)
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.dcgan import Layout
 from lightning_privacy.privacy.config import DPConfig
@@ -26,7 +27,7 @@ class DPGAN(DPMixin, GAN):
     G's weights are functions of z and of earlier released (private) D weights, so they are post-processing, and
     their gradients pass through unclipped and un-noised (noising them would charge privacy for public data, as
     Opacus' DCGAN example does, Opacus issue #418). ``dp.module`` is always ``discriminator``: DP on the generator
-    is refused (it never reads member data). δ: 1e-4 in the paper (``conf/defense/dpgan.yaml``).
+    is refused by name (it never reads member data), and so is a code classifier Q (DPGAN has none). δ: 1e-4 in the paper (``conf/defense/dpgan.yaml``).
     """
 
     def __init__(
@@ -40,11 +41,14 @@ class DPGAN(DPMixin, GAN):
         layout: Layout = "auto",
         dp: Optional[DPConfig] = None,
     ) -> None:
-        if dp is not None and dp.module != "discriminator":
-            if dp.module != "net":  # "net": DPConfig's default, meaning the defense's private network
-                raise UserInputError(f"DPGAN applies DP-SGD to the discriminator only, the one network that reads "
-                                     f"member data; dp.module {dp.module!r} is refused (the generator's updates "
-                                     "are post-processing of the private discriminator)")
+        if dp is not None and dp.module not in ("discriminator", "net"):  # "net": DPConfig's default
+            target = dp.module.lower()
+            reason = (DP_ON_GENERATOR if target in GENERATOR_TARGETS else
+                      "DPGAN has no code classifier Q (PIGAN's Q cannot be private: " + DP_ON_CODE_CLASSIFIER + ")"
+                      if target in CODE_CLASSIFIER_TARGETS else f"{dp.module!r} is not one of its networks")
+            raise UserInputError(f"DPGAN applies DP-SGD to the discriminator only, the one network that reads "
+                                 f"member data; dp.module {dp.module!r} is refused: {reason}")
+        if dp is not None:
             dp = dataclasses.replace(dp, module="discriminator")
         if dp is not None and dp.level != "record":
             raise UserInputError(f"DPGAN supports record-level DP only; got dp.level {dp.level!r}")

@@ -11,6 +11,31 @@ from torch import Tensor
 
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.dcgan import ConditionalDiscriminator, ConditionalGenerator, Layout
+from lightning_privacy.privacy.config import DPConfig
+
+GENERATOR_TARGETS = ("generator", "generators", "g")
+CODE_CLASSIFIER_TARGETS = ("classifier", "q", "code_classifier", "privacy_discriminator")
+DP_ON_GENERATOR = ("the generator never reads member data: its updates are functions of z and of the "
+                   "discriminator's outputs (post-processing), so noise on G buys no privacy — DPGAN privatises the "
+                   "discriminator's real-sample loss, the one step that reads members")
+DP_ON_CODE_CLASSIFIER = ("the code classifier Q reads the members with their membership codes (its pre-training) and "
+                         "D reads them every step: DP-SGD on Q alone bounds neither, and one DP module cannot "
+                         "cover both — train DPGAN for a generative model with a DP guarantee")
+
+
+def refuse_dp(model: str, dp: Optional[DPConfig], whole_model_reason: str) -> None:
+    """Refuse DP-SGD on a GAN that cannot be private, naming the requested ``dp.module``'s own reason (the
+    generator: post-processing; Q: it and D both read members); any other target gets ``whole_model_reason``."""
+    if dp is None:
+        return
+    target = dp.module.lower()
+    if target in GENERATOR_TARGETS:
+        reason = DP_ON_GENERATOR
+    elif target in CODE_CLASSIFIER_TARGETS:
+        reason = DP_ON_CODE_CLASSIFIER
+    else:
+        reason = whole_model_reason
+    raise UserInputError(f"{model} cannot be trained with DP-SGD (dp.module {dp.module!r}): {reason}")
 
 
 class GenerativeModule(LightningModule):

@@ -4,6 +4,7 @@ and a membership code c, estimated by a classifier Q (Sec. 3, Eq. 9, Algorithm 1
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Literal, Optional, Sequence
 
@@ -12,9 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_privacy.defenses.gan.gan import GAN
+from lightning_privacy.defenses.gan.gan import GAN, refuse_dp
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.dcgan import CodeClassifier, Layout
+from lightning_privacy.privacy.config import DPConfig
 
 QObjective = Literal["eq9", "wrong_code"]
 
@@ -92,10 +94,12 @@ class CodedMembers:
                                  "(its members loader goes through training_loader)")
         loader = DataLoader(self._coded, batch_size=self._batch_size, shuffle=True)
         optimizer = self.adam(self.classifier.parameters())
+        start = time.perf_counter()
         for _ in range(self.hparams.q_pretrain_epochs):
             for x, _, c in loader:
                 self._q_pretrain_step(optimizer, x.to(self.device), c.to(self.device))
         self.q_pretrained.fill_(True)
+        self.log("time/q_pretrain_s", time.perf_counter() - start)
 
     def _q_pretrain_step(self, optimizer: torch.optim.Optimizer, x: Tensor, c: Tensor) -> None:
         """One step of Q on members x with their own codes c."""
@@ -124,6 +128,7 @@ class PIGAN(CodedMembers, GAN):
            weight +λ). The paper's wording "maximizing the cross-entropy loss for randomly selected incorrect class
            labels" cannot be meant literally: for N = 2 it would push Q toward the true code.
     Q is trained but never read by D; its loss reaches G only (each network's step freezes the others).
+    ``dp`` exists to be refused with its reason (on G: post-processing; on Q or D: Q and D both read members).
     """
 
     def __init__(
@@ -141,7 +146,10 @@ class PIGAN(CodedMembers, GAN):
         beta1: float = 0.5,
         real_label: float = 1.0,
         layout: Layout = "auto",
+        dp: Optional[DPConfig] = None,
     ) -> None:
+        refuse_dp("PIGAN", dp, "Q is pre-trained on the members with their codes outside D's clipped objective and "
+                  "its loss reaches G, so DP-SGD on D alone would not bound what G releases; DPGAN is the DP model")
         self.check_codes("PIGAN", "membership subsets", num_codes, lam, warmup_epochs, q_pretrain_epochs)
         if q_objective not in ("eq9", "wrong_code"):
             raise UserInputError(f"q_objective must be 'eq9' or 'wrong_code'; got {q_objective!r}")

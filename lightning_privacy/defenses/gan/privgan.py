@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_privacy.defenses.gan.gan import GenerativeModule
+from lightning_privacy.defenses.gan.gan import GenerativeModule, refuse_dp
 from lightning_privacy.defenses.gan.pigan import CodedMembers
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.models.dcgan import CodeClassifier, ConditionalDiscriminator, ConditionalGenerator, Layout
+from lightning_privacy.privacy.config import DPConfig
 
 
 class PrivGAN(CodedMembers, GenerativeModule):
@@ -26,7 +27,8 @@ class PrivGAN(CodedMembers, GenerativeModule):
       with j drawn uniformly among the other indices (fool D_p into naming another generator). As in the released
       code (microsoft/privGAN, ``privGAN``), the generators' λ term is on from the start; the warm-up only delays
       D_p's training. ``lam``: λ (the PIGAN paper's PrivGAN setting: 0.01 … 1).
-    One Adam per network (2N + 1 optimizers: D_0…D_{N−1}, G_0…G_{N−1}, D_p).
+    One Adam per network (2N + 1 optimizers: D_0…D_{N−1}, G_0…G_{N−1}, D_p). ``dp`` exists to be refused with
+    its reason (DPGAN is the DP model).
     """
 
     def __init__(
@@ -43,7 +45,10 @@ class PrivGAN(CodedMembers, GenerativeModule):
         beta1: float = 0.5,
         real_label: float = 1.0,
         layout: Layout = "auto",
+        dp: Optional[DPConfig] = None,
     ) -> None:
+        refuse_dp("PrivGAN", dp, "its privacy discriminator is pre-trained on the members with their subset index "
+                  "and N discriminators read the members, more than one DP module can cover; DPGAN is the DP model")
         self.check_codes("PrivGAN", "generator-discriminator pairs", num_codes, lam, warmup_epochs,
                          q_pretrain_epochs)
         super().__init__(num_classes, input_shape, latent_dim, lr, beta1, real_label)
