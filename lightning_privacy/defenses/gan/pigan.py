@@ -126,6 +126,8 @@ class PIGAN(CodedMembers, GAN):
     Q is trained but never read by D; its loss reaches G only (each network's step freezes the others).
     """
 
+    key_hparams = ("num_codes", "lam", "warmup_epochs")  # N, λ, K
+
     def __init__(
         self,
         num_classes: int = 10,

@@ -29,6 +29,8 @@ class PrivGAN(CodedMembers, GenerativeModule):
     One Adam per network (2N + 1 optimizers: D_0…D_{N−1}, G_0…G_{N−1}, D_p).
     """
 
+    key_hparams = ("num_codes", "lam", "warmup_epochs")  # N, λ, K
+
     def __init__(
         self,
         num_classes: int = 10,
