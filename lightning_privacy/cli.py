@@ -33,8 +33,8 @@ from lightning_privacy.tracking.mlflow import (
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
 from lightning_privacy.tracking.quiet import silence_unactionable
-from lightning_privacy.tracking.resume import (RunInCheckpoint, continued_logger, enable_last_checkpoint,
-                                               find_last_checkpoint, resume_hash)
+from lightning_privacy.tracking.resume import (RunInCheckpoint, check_same_split, continued_logger,
+                                               enable_last_checkpoint, find_last_checkpoint, resume_hash)
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
 from lightning_privacy.tracking.run_tags import run_tags
 from lightning_privacy.tracking.summary import InterruptReport, audit_command, print_summary, summary_rows
@@ -259,6 +259,9 @@ class PrivacyCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_data("fit")
+        if self.resume and self.resume.get("run_id") and self.tracking_uri is not None:
+            splits = getattr(self.datamodule, "splits", None)
+            check_same_split(self.tracking_uri, self.resume["run_id"], splits.digest() if splits is not None else None)
 
     def before_validate(self) -> None:
         self._check_data("validate")

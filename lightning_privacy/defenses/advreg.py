@@ -51,6 +51,7 @@ class AdvReg(ClassifierDefense):
     min CE + α · log h(f(x), y) over the step's own member batch. The first ``warmup_epochs`` train plain ERM."""
 
     dp_refusal = "its inference model is trained on the members without noise, and the classifier then follows it"
+    key_hparams = ("alpha", "attack_steps")
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,10 @@ class ClassifierDefense(DPMixin, LightningModule):
     ``dp`` turns on DP-SGD (``privacy/mixin.py``) for any defense whose training objective is a sum of
     per-sample terms; a defense that reaches member data outside that objective names why in ``dp_refusal``.
     """
+
+    key_hparams: ClassVar[tuple[str, ...]] = ()
+    """The defense's key hyperparameters (``__init__`` argument names): each run is tagged ``hp.<name>`` with
+    its value (``tracking/run_tags.py``), a column of the MLflow run list."""
 
     def __init__(
         self,

@@ -20,6 +20,8 @@ def entropy(logits: Tensor) -> Tensor:
 class ConfidencePenalty(ClassifierDefense):
     """Chen, Yu & Fritz (ICLR 2022) Eq. 15: L = CE - beta * H(p) (Pereyra et al., 2017)."""
 
+    key_hparams = ("beta",)
+
     def __init__(
         self,
         beta: float = 1.0,

@@ -67,6 +67,7 @@ class SelfDistillation(ClassifierDefense):
     """
 
     dp_refusal = "its teacher was trained on the members without DP, so the student would carry the teacher's leakage"
+    key_hparams = ("T", "alpha")
 
     def __init__(
         self,

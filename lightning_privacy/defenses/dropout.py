@@ -17,6 +17,8 @@ class LastLayerDropout(ClassifierDefense):
     network and checkpoints keep the ERM key names. ``dropout`` (the base's dropout everywhere) stays 0 by default.
     """
 
+    key_hparams = ("rate",)
+
     def __init__(
         self,
         rate: float = 0.5,

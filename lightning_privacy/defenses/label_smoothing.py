@@ -21,6 +21,8 @@ def kl_uniform_to_predictions(logits: Tensor) -> Tensor:
 class LabelSmoothing(ClassifierDefense):
     """Chen, Yu & Fritz (ICLR 2022) Eq. 14: L = s * D_KL(U || p) + (1 - s) * CE, with s = ``smoothing``."""
 
+    key_hparams = ("smoothing",)
+
     def __init__(self, smoothing: float = 0.1, **kwargs: Any) -> None:
         """``kwargs``: the architecture and optimizer arguments of ClassifierDefense."""
         if not 0.0 <= smoothing < 1.0:

@@ -133,6 +133,7 @@ class MemGuard(ClassifierDefense):
 
     dp_refusal = ("its surrogate membership classifier is trained on the members' outputs after fit, outside the "
                   "DP-SGD objective, and shapes every released score vector, which the guarantee would not cover")
+    key_hparams = ("distortion_budget",)
 
     def __init__(
         self,

@@ -13,6 +13,8 @@ from lightning_privacy.errors import UserInputError
 class Reg(ClassifierDefense):
     """Loss = CE + l2 * ||W_prediction||^2, with dropout between the weighted layers."""
 
+    key_hparams = ("dropout", "l2")
+
     def __init__(
         self,
         dropout: float = 0.2,

@@ -36,6 +36,8 @@ class RelaxLoss(ClassifierDefense):
     ``optimizer: sgd`` with ``lr: 0.1``, ``weight_decay: 1e-4`` and ``lr_milestones`` is the paper's schedule.
     """
 
+    key_hparams = ("alpha",)
+
     def __init__(
         self,
         alpha: float = 1.0,

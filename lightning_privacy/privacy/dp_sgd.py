@@ -181,7 +181,8 @@ class PrivateTraining:
         return epochs
 
     def should_stop(self, epochs_done: int) -> bool:
-        """Fixed noise with a target: stop once another epoch would exceed it."""
+        """Fixed noise with a target: stop once another epoch would exceed it. ``epochs_done``: the epochs this fit
+        ran beyond the ledger it started from (a resumed fit's saved epochs are in the ledger already)."""
         return self.allowed_epochs is not None and epochs_done >= self.allowed_epochs
 
     def epsilon(self) -> float:

@@ -62,6 +62,7 @@ class DPMixin:
         # What these weights went through: the DP ledger, and the splits they were trained on without DP.
         self._dp_record: dict[str, Any] = {"private_state": None, "non_private_splits": []}
         self._dp_loaded_without_record = False
+        self._dp_first_epoch = 0  # the epoch this fit's private training started at (> 0 when resumed)
 
     @property
     def logs_member_metrics(self) -> bool:
@@ -228,6 +229,9 @@ class DPMixin:
 
     # ---- per epoch and at the end --------------------------------------------------------------------
     def on_train_start(self) -> None:
+        # A resumed fit starts past epoch 0 (Lightning sets current_epoch just before this hook): the saved ledger
+        # holds the epochs before, so a fixed-noise fit stops at the same epoch as one never interrupted.
+        self._dp_first_epoch = self.current_epoch
         if self.private is not None:
             self._log_tags(self.dp_tags)
 
@@ -237,7 +241,7 @@ class DPMixin:
         self.dp_summary = self.private.metrics()  # the last epoch's account, kept after fit for reports
         for name, value in self.dp_summary.items():
             self.log(name, value, on_epoch=True, rank_zero_only=True)
-        if self.private.should_stop(self.current_epoch + 1):
+        if self.private.should_stop(self.current_epoch + 1 - self._dp_first_epoch):  # epochs beyond the ledger's
             self.trainer.should_stop = True
 
     def on_train_end(self) -> None:

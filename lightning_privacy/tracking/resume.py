@@ -56,6 +56,17 @@ def find_last_checkpoint(root: Path, config_hash: str) -> tuple[Path, dict]:
                          "to train from scratch, or pass a checkpoint file")
 
 
+def check_same_split(uri: str, run_id: str, split_hash: Optional[str]) -> None:
+    """A resumed fit trains on the split its run recorded (tag ``split.hash``), or not at all."""
+    from mlflow import MlflowClient
+
+    recorded = MlflowClient(uri).get_run(run_id).data.tags.get("split.hash")
+    if recorded and split_hash and recorded != split_hash:
+        raise UserInputError(f"--ckpt_path last: run {run_id} trained on split {recorded}, but this fit's data draws "
+                             f"split {split_hash} (the data files or the split code changed?): resuming would mix two "
+                             "member sets in one run. Restore the data, or drop --ckpt_path to start a new run")
+
+
 class ContinuedMLFlowLogger(MLFlowLogger):
     """Logs into an interrupted run: a (metric, step) pair the run already holds is not sent again (MLflow cannot
     delete points), so after the resume each pair has exactly one value: the first one logged."""

@@ -1,5 +1,6 @@
-"""Tags that say what a run trained (defense, DP and its ε, dataset), and params whose keys line up across the
-runs of a defense family (an unset optional block logs its keys as None; callbacks by class name)."""
+"""Tags that say what a run trained (defense, DP and its ε, dataset, the defense's key hyperparameters as
+``hp.*``), and params whose keys line up across the runs of a defense family (an unset optional block logs its
+keys as None; callbacks by class name)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,43 @@ import typing
 from typing import Any, Mapping
 
 DP_NAMES = {"record": "DP-SGD", "class": "class-DP", "subclass": "subclass-DP"}
+DP_KEY_HPARAMS = ("target_epsilon", "noise_multiplier", "max_grad_norm")
+"""DP-SGD's key hyperparameters, tagged ``hp.dp.<name>`` on a DP run (``group_sample_rate`` too at class levels)."""
+HP_PREFIX = "hp."
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_tag_value(v) for v in value)
+    return str(value)
+
+
+def hparam_tags(model: Any) -> dict[str, str]:
+    """``hp.<name>`` for each of the defense's ``key_hparams`` (its configured value, from ``hparams``), and
+    ``hp.dp.<name>`` for DP-SGD's when ``dp`` is set (``hp.dp.noise_multiplier`` is ``solved`` when the target ε
+    sets it; the solved value is the metric ``dp/noise_multiplier``)."""
+    hparams = getattr(model, "hparams", {}) or {}
+    tags: dict[str, str] = {}
+    for name in getattr(type(model), "key_hparams", ()):
+        value = hparams[name] if name in hparams else getattr(model, name)
+        tags[f"{HP_PREFIX}{name}"] = _tag_value(value)
+    dp = getattr(model, "dp", None)
+    if dp is not None and dataclasses.is_dataclass(dp):
+        names = DP_KEY_HPARAMS + (("group_sample_rate",) if getattr(dp, "level", "record") != "record" else ())
+        for name in names:
+            value = getattr(dp, name)
+            if value is None:
+                value = "solved" if name == "noise_multiplier" else "none"
+            tags[f"{HP_PREFIX}dp.{name}"] = _tag_value(value)
+    return tags
 
 
 def run_tags(model: Any, datamodule: Any) -> dict[str, str]:
     """``defense`` (``ERM + DP-SGD`` when DP trains it), ``dp`` (on/off), ``dp.level``, ``dp.epsilon`` (the
-    target ε, or ``reported`` when the noise is fixed), ``dp.delta`` and ``dataset``."""
+    target ε, or ``reported`` when the noise is fixed), ``dp.delta``, ``dataset``, and the key hyperparameters
+    ``hp.*`` (``hparam_tags``)."""
     defense = type(model).__name__
     dp = getattr(model, "dp", None)
     tags = {"dataset": str(getattr(datamodule, "dataset_name", type(datamodule).__name__)), "dp": "off"}
@@ -24,7 +57,7 @@ def run_tags(model: Any, datamodule: Any) -> dict[str, str]:
                      "dp.epsilon": f"{target:g}" if target is not None else "reported"})
         defense = f"{defense} + {DP_NAMES.get(level, 'DP')}"
     tags["defense"] = defense
-    return tags
+    return {**tags, **hparam_tags(model)}
 
 
 def _optional_dataclass(annotation: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,9 @@ class GenerativeModule(LightningModule):
     ``setup`` reads, so discriminators see real and generated images on one scale. ``sample`` returns images
     normalized like the datamodule's, comparable with real samples from its loaders (the MC attacks).
     """
+
+    key_hparams: ClassVar[tuple[str, ...]] = ()
+    """Key hyperparameters (``__init__`` argument names), tagged ``hp.<name>`` on each run (as the classifiers')."""
 
     def __init__(self, num_classes: int, input_shape: Sequence[int], latent_dim: int, lr: float, beta1: float,
                  real_label: float) -> None:

@@ -131,6 +131,8 @@ class PIGAN(CodedMembers, GAN):
     ``dp`` exists to be refused with its reason (on G: post-processing; on Q or D: Q and D both read members).
     """
 
+    key_hparams = ("num_codes", "lam", "warmup_epochs")  # N, λ, K
+
     def __init__(
         self,
         num_classes: int = 10,

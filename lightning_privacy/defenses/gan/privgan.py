@@ -31,6 +31,8 @@ class PrivGAN(CodedMembers, GenerativeModule):
     its reason (DPGAN is the DP model).
     """
 
+    key_hparams = ("num_codes", "lam", "warmup_epochs")  # N, λ, K
+
     def __init__(
         self,
         num_classes: int = 10,
