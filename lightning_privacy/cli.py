@@ -32,7 +32,7 @@ from lightning_privacy.tracking.mlflow import (
     resolve_tracking_uri,
 )
 from lightning_privacy.tracking.publish import ResultPublisher, publish
-from lightning_privacy.tracking.quiet import silence_unactionable
+from lightning_privacy.tracking.quiet import show_project_log, silence_unactionable
 from lightning_privacy.tracking.resume import (RunInCheckpoint, check_same_split, continued_logger,
                                                enable_last_checkpoint, find_last_checkpoint, resume_hash)
 from lightning_privacy.tracking.run_info import RunRecorder, git_commit
@@ -163,7 +163,7 @@ class PrivacyCLI(LightningCLI):
             save_config_callback=None,
             seed_everything_default=0,  # the seed Lightning picked with a "No seed found" warning, now stated
             parser_kwargs={"parser_mode": "omegaconf"},
-            trainer_defaults={"default_root_dir": "outputs", "callbacks": [RichProgressBar()]},
+            trainer_defaults={"default_root_dir": "outputs", "callbacks": [RichProgressBar(console_kwargs={"stderr": True})]},
             args=args,
             run=run,
         )
@@ -323,6 +323,7 @@ def self_contained_config(parser: Any, cfg: Any) -> str:
 def cli(args: Optional[Sequence[str]] = None, *, run: bool = True) -> PrivacyCLI:
     """Build (and by default run) the CLI from command-line arguments, after expanding ``compose:``."""
     silence_unactionable()
+    show_project_log()
     argv = expand_compose(sys.argv[1:] if args is None else args)
     explicit = any(t == URI_FLAG or t.startswith(URI_FLAG + "=") for t in argv)
     return PrivacyCLI(argv, explicit_uri=explicit, run=run, config_files=config_files(

@@ -3,6 +3,7 @@ intervals and AOP -> loggers."""
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,14 +18,19 @@ from torch import Tensor
 from lightning_privacy.attacks.membership import ATTACKS, AttackData, ShadowSignals, Signals
 from lightning_privacy.attacks.membership.evaluate import Evaluation, best_over_attacks, evaluate_attacks
 from lightning_privacy.callbacks.audit import AuditCallback
-from lightning_privacy.defenses.bank import MIN_HALF, ModelBank, trainer_settings
+from lightning_privacy.defenses.bank import MIN_HALF, BankModel, ModelBank, trainer_settings
 from lightning_privacy.errors import UserInputError
 from lightning_privacy.metrics.aop import aop
 from lightning_privacy.metrics.plots import loss_histogram, roc_loglog, summary_table
 from lightning_privacy.metrics.tables import roc_table, scores_table
 from lightning_privacy.models.predict import predict_logits
+from lightning_privacy.progress import Bar, bar, progress_disabled
 from lightning_privacy.results import Artifact, AuditResult
+from lightning_privacy.signals.gradients import collect_grad_norms
 from lightning_privacy.signals.outputs import collect_signals
+
+log = logging.getLogger(__name__)
+GRAD_BATCH = 64
 
 
 @dataclass
@@ -135,14 +141,19 @@ class MembershipAudit(AuditCallback):
         g = torch.Generator().manual_seed(self.config.seed)
         return indices[torch.randperm(indices.numel(), generator=g)[:cap]].sort().values
 
-    def _signals(self, model: LightningModule, dm, indices: Tensor, *, grads: bool) -> Signals:
-        s = collect_signals(model, dm.index_dataloader(indices), index=indices)
-        if not grads:
-            return s
-        from lightning_privacy.signals.gradients import collect_grad_norms
+    def _signals(self, model: LightningModule, dm, indices: Tensor, *, grads: bool,
+                 progress: Optional[Bar] = None) -> Signals:
+        """Black-box signals of ``model`` on ``indices`` (+ gradient norms when ``grads``); ``progress`` advances
+        per batch."""
+        loader = dm.index_dataloader(indices)
+        s = collect_signals(model, progress.track(loader) if progress else loader, index=indices)
+        return s if not grads else self._with_grads(model, dm, s, progress)
 
+    def _with_grads(self, model: LightningModule, dm, s: Signals, progress: Optional[Bar] = None) -> Signals:
+        assert s.index is not None
         whitebox = tuple(a for a in self.config.attacks if "grad_norms" in ATTACKS[a].needs)
-        norms = collect_grad_norms(model, dm.index_dataloader(indices, batch_size=64), attacks=whitebox)
+        loader = dm.index_dataloader(s.index, batch_size=GRAD_BATCH)
+        norms = collect_grad_norms(model, progress.track(loader) if progress else loader, attacks=whitebox)
         return Signals(logits=s.logits, labels=s.labels, losses=s.losses, grad_norms=norms, index=s.index)
 
     @staticmethod
@@ -179,42 +190,72 @@ class MembershipAudit(AuditCallback):
             trainer_settings=trainer_settings(trainer),
         )
 
-    def attack_data(self, trainer: Trainer, pl_module: LightningModule, audit_index: Tensor, *,
-                    epochs: int) -> AttackData:
-        """Train (or load) the shadow and reference models the configured attacks need, and their signals;
-        helper models train as ``shadow_epochs`` says (by default as many epochs as the audited weights had)."""
+    def train_helpers(self, trainer: Trainer, pl_module: LightningModule, *,
+                      epochs: int) -> tuple[list[BankModel], list[BankModel]]:
+        """Train (or load) the shadow and reference models the configured attacks need; helper models train as
+        ``shadow_epochs`` says (by default as many epochs as the audited weights had). Logs one line."""
         dm, c = trainer.datamodule, self.config
-        grads = "grad_norms" in self.needs
+        if not (c.num_shadows or c.num_references):
+            return [], []
         bank = self._bank(trainer, pl_module, epochs=epochs)
-        shadows, shadows_on_audit, references, population = [], [], [], None
-        helper_epochs: list[int] = []
         start = time.perf_counter()
-        if c.num_shadows:
-            pool = dm.role_indices("shadow")
-            for m in bank.train("shadow", pool, c.num_shadows):
-                helper_epochs.append(m.epochs_trained)
-                shadows.append(ShadowSignals(self._signals(m.model, dm, pool, grads=grads), m.in_mask))
-                shadows_on_audit.append(self._signals(m.model, dm, audit_index, grads=False))
+        shadows = bank.train("shadow", dm.role_indices("shadow"), c.num_shadows) if c.num_shadows else []
         self.bank_metrics["time/shadows_s"] = time.perf_counter() - start
-        start = time.perf_counter()
+        references: list[BankModel] = []
         if c.num_references:
-            population_index = dm.role_indices("reference")
-            pool = torch.cat([dm.role_indices("members"), dm.role_indices("nonmembers"), population_index])
-            wanted = torch.cat([audit_index, population_index])
-            for m in bank.train("reference", pool, c.num_references):
-                helper_epochs.append(m.epochs_trained)
-                s = self._signals(m.model, dm, wanted, grads=False)
-                trained_on = torch.isin(wanted, m.pool[m.in_mask])
-                references.append(ShadowSignals(s, trained_on))
-            if population_index.numel():
-                population = self._signals(pl_module, dm, population_index, grads=False)
-        self.bank_metrics["time/references_s"] = time.perf_counter() - start
+            references = bank.train("reference", self._reference_pool(dm), c.num_references)
+        self.bank_metrics["time/references_s"] = time.perf_counter() - start - self.bank_metrics["time/shadows_s"]
+        helpers = shadows + references
         self.bank_metrics["mia/n_shadows"] = float(len(shadows))
         self.bank_metrics["mia/n_references"] = float(len(references))
         self.models_trained = bank.trained
-        self.bank_metrics["mia/helper_epochs"] = sum(helper_epochs) / len(helper_epochs)
-        return AttackData(shadows=shadows, shadows_on_audit=shadows_on_audit, references=references,
-                          population=population)
+        if helpers:
+            self.bank_metrics["mia/helper_epochs"] = sum(m.epochs_trained for m in helpers) / len(helpers)
+            log.info("audit: trained %d of %d helper models (%d shadow, %d reference) in %.1f s (cache: %d hits)",
+                     bank.trained, len(helpers), len(shadows), len(references), time.perf_counter() - start,
+                     sum(m.cached for m in helpers))
+        return shadows, references
+
+    @staticmethod
+    def _reference_pool(dm) -> Tensor:
+        return torch.cat([dm.role_indices("members"), dm.role_indices("nonmembers"), dm.role_indices("reference")])
+
+    def collect(self, pl_module: LightningModule, dm, audit_index: Tensor, shadows: list[BankModel],
+                references: list[BankModel]) -> tuple[Signals, AttackData]:
+        """The target's signals on ``audit_index`` and the helpers' (shadows on their pool and the audited samples,
+        references on the audited and population samples), in one phase with one progress bar over models ×
+        batches; then, for white-box attacks, the per-sample gradient norms of the target and the shadows, in a
+        second. Logs one line per phase."""
+        population_index = dm.role_indices("reference") if references else torch.zeros(0, dtype=torch.long)
+        shadow_pool = dm.role_indices("shadow") if shadows else None
+        wanted = torch.cat([audit_index, population_index])
+        passes: list[tuple[LightningModule, Tensor]] = [(pl_module, audit_index)]
+        passes += [(m.model, ix) for m in shadows for ix in (shadow_pool, audit_index)]
+        passes += [(m.model, wanted) for m in references]
+        if population_index.numel():
+            passes.append((pl_module, population_index))
+        start = time.perf_counter()
+        with bar("signals", total=sum(len(dm.index_dataloader(ix)) for _, ix in passes)) as progress:
+            out = [self._signals(model, dm, ix, grads=False, progress=progress) for model, ix in passes]
+        log.info("audit: collected signals of %d models on %d samples in %.1f s", 1 + len(shadows) + len(references),
+                 torch.unique(torch.cat([ix for _, ix in passes])).numel(), time.perf_counter() - start)
+        target, rest = out[0], out[1:]
+        on_pool, on_audit = rest[0:2 * len(shadows):2], rest[1:2 * len(shadows):2]
+        on_wanted = rest[2 * len(shadows):2 * len(shadows) + len(references)]
+        if "grad_norms" in self.needs:
+            whitebox = [target, *on_pool]
+            start = time.perf_counter()
+            total = sum(len(dm.index_dataloader(s.index, batch_size=GRAD_BATCH)) for s in whitebox)
+            with bar("per-sample gradients", total=total) as progress:
+                target, *on_pool = [self._with_grads(model, dm, s, progress)
+                                    for model, s in zip([pl_module, *(m.model for m in shadows)], whitebox)]
+            log.info("audit: per-sample gradients of %d models on %d samples in %.1f s", len(whitebox),
+                     torch.unique(torch.cat([s.index for s in whitebox])).numel(), time.perf_counter() - start)
+        data = AttackData(
+            shadows=[ShadowSignals(s, m.in_mask) for s, m in zip(on_pool, shadows)], shadows_on_audit=list(on_audit),
+            references=[ShadowSignals(s, torch.isin(wanted, m.pool[m.in_mask])) for s, m in zip(on_wanted, references)],
+            population=rest[-1] if population_index.numel() else None)
+        return target, data
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:  # no collectives below: rank 0 audits the full roles alone
@@ -248,7 +289,6 @@ class MembershipAudit(AuditCallback):
         trained = dm.training_indices() if hasattr(dm, "training_indices") else dm.role_indices("members")
         members_index, nonmembers_index = self._capped(trained), self._capped(dm.role_indices("nonmembers"))
         audit_index = torch.cat([members_index, nonmembers_index])
-        target = self._signals(pl_module, dm, audit_index, grads="grad_norms" in self.needs)
         is_member = torch.cat([torch.ones(members_index.numel()), torch.zeros(nonmembers_index.numel())]).bool()
         if nonmembers_index.numel() < 1 / 0.001:
             warnings.warn(f"only {nonmembers_index.numel()} non-members: TPR at 0.001 FPR needs about 1000 to be "
@@ -256,10 +296,15 @@ class MembershipAudit(AuditCallback):
         schedule = self.helper_schedule(trainer, epochs)
         # what helpers train for (with early stopping the cap, replaced by the helpers' mean once they trained)
         self.bank_metrics["mia/helper_epochs"] = float(schedule["epochs"])
-        data = (self.attack_data(trainer, pl_module, audit_index, epochs=epochs) if c.num_shadows or c.num_references
-                else AttackData())
-        evaluation = evaluate_attacks(c.attacks, data, target, is_member, options=c.attack_options, seed=c.seed,
-                                      bootstrap=c.bootstrap)
+        # the trainer's progress-bar switch (--trainer.enable_progress_bar false) turns off the audit's bars too
+        with progress_disabled(trainer.progress_bar_callback is None):
+            shadows, references = self.train_helpers(trainer, pl_module, epochs=epochs)
+            target, data = self.collect(pl_module, dm, audit_index, shadows, references)
+            evaluation = evaluate_attacks(c.attacks, data, target, is_member, options=c.attack_options, seed=c.seed,
+                                          bootstrap=c.bootstrap)
+        if c.bootstrap:
+            log.info("audit: bootstrap %d resamples × %d attacks in %.1f s", c.bootstrap, len(c.attacks),
+                     evaluation.seconds["bootstrap"])
         evaluation.tags["mia.helper_epochs_rule"] = schedule["rule"]
         self.results, self.scores = evaluation.results, evaluation.scores
         result = self._result(evaluation, target, is_member, test_acc)

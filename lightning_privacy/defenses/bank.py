@@ -11,13 +11,13 @@ from typing import Any, Iterator, Literal, Optional
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
-from rich.progress import Progress
 from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_privacy.canonical import canonical_hash
 from lightning_privacy.data.base import adapted_for_training
 from lightning_privacy.errors import UserInputError
+from lightning_privacy.progress import Bar, bar
 
 Recipe = Literal["target", "erm"]
 MIN_HALF = 10
@@ -93,6 +93,24 @@ class BestWeights(Callback):
             self.best, self.epochs = float(value), trainer.current_epoch + 1
             self.state = {k: v.detach().clone() if isinstance(v, Tensor) else v
                           for k, v in pl_module.state_dict().items()}
+
+
+class FitProgress(Callback):
+    """Advances ``bar`` by one per training batch of a helper fit (total: epochs × batches, the cap under early
+    stopping) and names the epoch, so a helper's progress shows while it trains (its trainer has no bar)."""
+
+    def __init__(self, bar: Bar, label: str) -> None:
+        self.bar, self.label = bar, label
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.bar.update(total=float(trainer.num_training_batches) * (trainer.max_epochs or 1), completed=0)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.bar.update(description=f"{self.label}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.bar.advance()
 
 
 TRAINER_SETTINGS = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
@@ -223,11 +241,11 @@ class ModelBank:
                                  f"halves (each half needs at least {MIN_HALF}); enlarge the data role that feeds it")
         masks = balanced_halves(k, pool.numel(), seed=self.seed + (0 if kind == "shadow" else 7919))
         out = []
-        with Progress(transient=True) as progress:
-            task = progress.add_task(f"training {k} {kind} models", total=k)
+        with bar(f"{kind} models", total=k) as models:
             for i in range(k):
+                models.update(description=f"{kind} {i + 1}/{k}")
                 out.append(self._one(kind, pool, masks[i], i))
-                progress.advance(task)
+                models.advance()
         return out
 
     def _one(self, kind: str, pool: Tensor, in_mask: Tensor, i: int) -> BankModel:
@@ -251,7 +269,8 @@ class ModelBank:
         best = BestWeights(self.monitor)
         if self.patience is not None:
             callbacks = [EarlyStopping(monitor=self.monitor, patience=self.patience, mode="max"), best]
-        with quiet_lightning():
+        with quiet_lightning(), bar(f"  {kind} {i + 1} fit", total=None) as epochs_bar:
+            callbacks.append(FitProgress(epochs_bar, f"  {kind} {i + 1}"))
             trainer = Trainer(max_epochs=self.epochs, limit_train_batches=self.limit_train_batches, logger=False,
                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                               accelerator=self.accelerator, devices=1, num_sanity_val_steps=0,

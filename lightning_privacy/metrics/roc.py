@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -116,8 +116,9 @@ def roc_metrics(scores: Tensor, is_member: Tensor, *, fprs: Sequence[float] = (0
 
 
 def bootstrap_ci(scores: Tensor, is_member: Tensor, *, n: int = 200, seed: int = 0, fpr: float = 0.001,
-                 level: float = 0.95) -> dict[str, float]:
-    """Percentile bootstrap intervals of AUC and TPR at ``fpr``, resampling members and non-members separately."""
+                 level: float = 0.95, advance: Optional[Callable[[], object]] = None) -> dict[str, float]:
+    """Percentile bootstrap intervals of AUC and TPR at ``fpr``, resampling members and non-members separately;
+    ``advance`` (e.g. a progress bar's) is called after each resample."""
     target = _check(scores, is_member)
     g = torch.Generator().manual_seed(seed)
     pos, neg = torch.nonzero(target == 1).flatten(), torch.nonzero(target == 0).flatten()
@@ -130,6 +131,8 @@ def bootstrap_ci(scores: Tensor, is_member: Tensor, *, n: int = 200, seed: int =
         f, tp, _ = binary_roc(p, t)
         aucs.append(float(binary_auroc(p, t)))
         tprs.append(tpr_at_fpr(f, tp, fpr))
+        if advance is not None:
+            advance()
     lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
     q = torch.tensor([lo, hi], dtype=torch.float64)
     a, b = torch.quantile(torch.tensor(aucs, dtype=torch.float64), q), torch.quantile(torch.tensor(tprs, dtype=torch.float64), q)

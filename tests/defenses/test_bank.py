@@ -97,3 +97,24 @@ def test_a_helper_datamodule_answers_with_its_own_training_indices():
     assert torch.equal(sub.training_indices(), half)  # not the parent's members
     assert not torch.equal(dm.training_indices(), half)
     assert sub.role_indices("shadow") is dm.role_indices("shadow")  # other roles are still the parent's
+
+
+def test_a_helper_fit_advances_its_own_bar_through_every_epoch_and_batch():
+    """Issue 15.8: a helper fit shows its progress while it trains (its trainer has no Lightning bar)."""
+    from io import StringIO
+
+    from lightning.pytorch import Trainer
+    from rich.console import Console
+
+    from lightning_privacy.defenses.bank import FitProgress
+    from lightning_privacy.progress import bar
+
+    dm = Digits(test_fraction=0.5, members=100)
+    out = StringIO()
+    with bar("shadow 1 fit", total=None, console=Console(file=out, force_terminal=True)) as b:
+        trainer = Trainer(max_epochs=2, callbacks=[FitProgress(b, "shadow 1")], logger=False, accelerator="cpu",
+                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                          limit_val_batches=0)
+        trainer.fit(ERM(num_classes=10, input_shape=(1, 8, 8)), datamodule=dm)
+        assert b.total == 2 * trainer.num_training_batches and b.completed == b.total
+    assert "shadow 1: epoch 2/2" in out.getvalue()

@@ -3,14 +3,15 @@ decision threshold comes from, and the best attack per metric. Tensors in, numbe
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from rich.progress import Progress
 from torch import Tensor
 
 from lightning_privacy.attacks.membership import ATTACKS, AttackData, MembershipAttack, Signals
 from lightning_privacy.metrics.roc import bootstrap_ci, roc_metrics
+from lightning_privacy.progress import bar
 
 FPRS = (0.0, 0.001, 0.01)
 """TPR is reported at these FPRs for every audit; at ``LOW_FPR`` too when there are ``1 / LOW_FPR`` non-members."""
@@ -49,12 +50,13 @@ def best_over_attacks(results: Mapping[str, Mapping[str, float]],
 @dataclass
 class Evaluation:
     """Per attack: its figures (``results``), its per-sample ``scores`` and its threshold protocol; ``tags`` hold
-    what was skipped and why."""
+    what was skipped and why; ``seconds``: the time of each phase (``attacks``, ``bootstrap``)."""
 
     results: dict[str, dict[str, float]] = field(default_factory=dict)
     scores: dict[str, Tensor] = field(default_factory=dict)
     protocols: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_attacks(names: Sequence[str], data: AttackData, target: Signals, is_member: Tensor, *,
@@ -69,18 +71,24 @@ def evaluate_attacks(names: Sequence[str], data: AttackData, target: Signals, is
     else:
         out.tags[f"mia.tpr_at_fpr_{LOW_FPR:g}"] = (f"skipped: {n_out} non-members audited; TPR at {LOW_FPR:g} FPR "
                                                     f"needs at least {round(1 / LOW_FPR)}")
-    with Progress(transient=True) as progress:
-        task = progress.add_task("membership attacks", total=len(names))
+    start = time.perf_counter()
+    with bar("membership attacks", total=len(names)) as attacks:
         for name in names:
             attack: MembershipAttack = ATTACKS[name](**options.get(name, {}))
             attack.fit(data)
             scores = attack.score(target).double()
-            result = roc_metrics(scores, is_member, fprs=fprs, seed=seed, threshold=attack.threshold)
-            if bootstrap:
-                result.update(bootstrap_ci(scores, is_member, n=bootstrap, seed=seed))
-            out.results[name], out.scores[name] = result, scores
+            out.results[name] = roc_metrics(scores, is_member, fprs=fprs, seed=seed, threshold=attack.threshold)
+            out.scores[name] = scores
             out.protocols[name] = threshold_protocol(attack)
-            progress.advance(task)
+            attacks.advance()
+    out.seconds["attacks"] = time.perf_counter() - start
+    if bootstrap:
+        start = time.perf_counter()
+        with bar(f"bootstrap ({bootstrap} resamples × {len(names)} attacks)", total=bootstrap * len(names)) as b:
+            for name in names:
+                out.results[name].update(bootstrap_ci(out.scores[name], is_member, n=bootstrap, seed=seed,
+                                                      advance=b.advance))
+        out.seconds["bootstrap"] = time.perf_counter() - start
     return out
 
 
