@@ -1,6 +1,7 @@
 """Sample fidelity from features: Fréchet distance (Heusel et al. 2017), Intra-FID (Miyato & Koyama 2018) and the
 Inception Score (Salimans et al. 2016), all through torchmetrics on features computed elsewhere (an Inception
-network's pool features and logits, or a domain classifier's penultimate features and logits)."""
+network's pool features and logits, or a domain classifier's penultimate features and logits). The metrics compute
+on the features they are given and never sync across processes: under DDP the audits run on rank 0 alone."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
     real, fake = _features(real, "real"), _features(fake, "fake")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature sizes differ: {real.shape[1]} and {fake.shape[1]}")
-    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True)
+    metric = FrechetInceptionDistance(feature=_Given(real.shape[1]), reset_real_features=True, sync_on_compute=False)
     metric.set_dtype(torch.float64)
     metric.update(real, real=True)
     metric.update(fake, real=False)
@@ -58,7 +59,7 @@ def inception_score(logits: Tensor, *, splits: int = 10) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) ‖ p(y))) from (n, k) class logits, mean and std over ``splits`` (torchmetrics'
     ``InceptionScore`` with the given logits)."""
     logits = _features(logits, "logits")
-    metric = InceptionScore(feature=_Given(logits.shape[1]), splits=splits)
+    metric = InceptionScore(feature=_Given(logits.shape[1]), splits=splits, sync_on_compute=False)
     metric.update(logits)
     mean, std = metric.compute()
     return float(mean), float(std)

@@ -68,12 +68,34 @@ class GenerativeModule(LightningModule):
     def adam(self, params: Any) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=self.hparams.lr, betas=(self.hparams.beta1, 0.999))
 
-    # -- data scale ------------------------------------------------------------------------------------------
+    # -- data scale, DDP ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self._trainer is not None:
+            self._check_ddp()
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "mean") and hasattr(dm, "std"):
             self.data_mean.copy_(torch.tensor(dm.mean, dtype=torch.float32).view(-1, 1, 1))
             self.data_std.copy_(torch.tensor(dm.std, dtype=torch.float32).view(-1, 1, 1))
+
+    def _check_ddp(self) -> None:
+        """Each backward of a GAN step updates one network while the others are frozen; under DDP that needs
+        ``find_unused_parameters`` so the frozen networks' buckets are marked ready and every step's gradients are
+        all-reduced (Lightning's plain ``ddp`` stops at the second backward)."""
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
+            raise UserInputError(f"{type(self).__name__} steps one network per backward (manual optimization, the "
+                                 "others frozen), so DDP must find the unused ones: set trainer.strategy: "
+                                 "ddp_find_unused_parameters_true (stack conf/trainer/ddp_gan.yaml after "
+                                 "conf/trainer/ddp.yaml, or after ddp_dp.yaml for DPGAN)")
+
+    def on_fit_start(self) -> None:
+        """Under DDP, rank r > 0 reseeds its global generator with the seed + r, so the ranks draw different z and
+        labels (the same seed on every rank would give every rank the same fake batch); rank 0 keeps the seed, so
+        a single-process fit is unchanged."""
+        if self.trainer.world_size > 1 and self.trainer.global_rank > 0:
+            torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
 
     def to_tanh(self, x: Tensor) -> Tensor:
         """Datamodule-normalized images → [-1, 1]."""

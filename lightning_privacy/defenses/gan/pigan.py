@@ -80,6 +80,7 @@ class CodedMembers:
                           drop_last=loader.drop_last)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         max_epochs = self.trainer.max_epochs
         if max_epochs is not None and max_epochs >= 0 and self.hparams.warmup_epochs >= max_epochs:
             warnings.warn(f"{type(self).__name__}: warmup_epochs K = {self.hparams.warmup_epochs} >= max_epochs = "
@@ -92,14 +93,18 @@ class CodedMembers:
         if self._coded is None:
             raise UserInputError(f"{type(self).__name__} needs the members' codes: train it with a PrivacyDataModule "
                                  "(its members loader goes through training_loader)")
-        loader = DataLoader(self._coded, batch_size=self._batch_size, shuffle=True)
-        optimizer = self.adam(self.classifier.parameters())
         start = time.perf_counter()
-        for _ in range(self.hparams.q_pretrain_epochs):
-            for x, _, c in loader:
-                self._q_pretrain_step(optimizer, x.to(self.device), c.to(self.device))
+        if self.trainer.global_rank == 0:  # under DDP rank 0 pre-trains on all members and the others copy it
+            loader = DataLoader(self._coded, batch_size=self._batch_size, shuffle=True)
+            optimizer = self.adam(self.classifier.parameters())
+            for _ in range(self.hparams.q_pretrain_epochs):
+                for x, _, c in loader:
+                    self._q_pretrain_step(optimizer, x.to(self.device), c.to(self.device))
+        if self.trainer.world_size > 1:
+            state = self.trainer.strategy.broadcast({k: v.cpu() for k, v in self.classifier.state_dict().items()})
+            self.classifier.load_state_dict(state)
         self.q_pretrained.fill_(True)
-        self.log("time/q_pretrain_s", time.perf_counter() - start)
+        self.log("time/q_pretrain_s", time.perf_counter() - start, rank_zero_only=True)
 
     def _q_pretrain_step(self, optimizer: torch.optim.Optimizer, x: Tensor, c: Tensor) -> None:
         """One step of Q on members x with their own codes c."""
