@@ -237,6 +237,12 @@ class PrivacyCLI(LightningCLI):
             configured = self._get(self.config_init, "trainer", default={}).get("logger")
             others = configured if isinstance(configured, list) else [configured] if isinstance(configured, Logger) else []
             kwargs["logger"] = [logger, *others]
+        if self._get(self.config_init, "trainer", default={}).get("enable_progress_bar") is False:
+            # Lightning refuses a progress-bar callback with the flag off: drop the default one (the audits' bars
+            # follow the same switch)
+            defaults = self.trainer_defaults.get("callbacks", [])
+            self.trainer_defaults = {**self.trainer_defaults,
+                                     "callbacks": [c for c in defaults if not isinstance(c, RichProgressBar)]}
         trainer = super().instantiate_trainer(**kwargs)
         if self.resume is not None:
             enable_last_checkpoint(trainer)

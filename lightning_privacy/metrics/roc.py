@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import binary_auroc, binary_roc
+from torchmetrics.functional.classification import binary_auroc
 
 
 def _as_ranks(scores: Tensor) -> Tensor:
@@ -118,18 +118,30 @@ def roc_metrics(scores: Tensor, is_member: Tensor, *, fprs: Sequence[float] = (0
 def bootstrap_ci(scores: Tensor, is_member: Tensor, *, n: int = 200, seed: int = 0, fpr: float = 0.001,
                  level: float = 0.95, advance: Optional[Callable[[], object]] = None) -> dict[str, float]:
     """Percentile bootstrap intervals of AUC and TPR at ``fpr``, resampling members and non-members separately;
-    ``advance`` (e.g. a progress bar's) is called after each resample."""
+    ``advance`` (e.g. a progress bar's) is called after each resample.
+
+    Each resample's ROC comes from counts per distinct score (no sort per resample): the members and non-members
+    drawn at each score, accumulated from the highest score down, one ROC point per score drawn — the points of
+    ``roc_curve`` on the resample; AUC is the trapezoidal area under them (ties count half)."""
     target = _check(scores, is_member)
     g = torch.Generator().manual_seed(seed)
     pos, neg = torch.nonzero(target == 1).flatten(), torch.nonzero(target == 0).flatten()
-    preds = _as_ranks(scores)
+    _, value = torch.unique(scores.double(), sorted=True, return_inverse=True)
+    top = int(value.max())
+    # position of each sample's score from the highest down: counts per score then accumulate in ROC order
+    rank_desc = top - value
+    pos_rank, neg_rank = rank_desc[pos], rank_desc[neg]
+    zero = torch.zeros(1, dtype=torch.float64)
     aucs, tprs = [], []
     for _ in range(n):
-        idx = torch.cat([pos[torch.randint(pos.numel(), (pos.numel(),), generator=g)],
-                         neg[torch.randint(neg.numel(), (neg.numel(),), generator=g)]])
-        p, t = preds[idx], target[idx]
-        f, tp, _ = binary_roc(p, t)
-        aucs.append(float(binary_auroc(p, t)))
+        in_pos = torch.bincount(pos_rank[torch.randint(pos.numel(), (pos.numel(),), generator=g)],
+                                minlength=top + 1).double()
+        in_neg = torch.bincount(neg_rank[torch.randint(neg.numel(), (neg.numel(),), generator=g)],
+                                minlength=top + 1).double()
+        drawn = (in_pos + in_neg) > 0
+        tp = torch.cat([zero, torch.cumsum(in_pos, 0)[drawn] / pos.numel()])
+        f = torch.cat([zero, torch.cumsum(in_neg, 0)[drawn] / neg.numel()])
+        aucs.append(float(torch.trapezoid(tp, f)))
         tprs.append(tpr_at_fpr(f, tp, fpr))
         if advance is not None:
             advance()

@@ -138,8 +138,10 @@ def test_the_inversion_config_runs_on_the_quickstart(in_tmp):
 
     main(["fit", "--config", str(REPO / "conf/experiments/quickstart.yaml"),
           "--config", str(REPO / "conf/audit/inversion.yaml"), "--trainer.max_epochs", "1",
-          "--audit.inversion.steps", "20", "--audit.inversion.decoder_epochs", "1",
-          "--audit.inversion.layers", "[features.0, prediction]", "--audit.inversion.eval_samples", "40"])
+          "--audit.inversion.steps", "20", "--audit.inversion.decoder_epochs", "1", "--audit.inversion.decoder_width",
+          "16", "--audit.inversion.evaluator_epochs", "1", "--audit.inversion.layers", "[features.0, prediction]",
+          "--audit.inversion.eval_samples", "40",  # the experiment's membership audit, without the plots and
+          "--audit.membership.artifacts", "false", "--audit.membership.bootstrap", "0"])  # intervals tested elsewhere
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp / 'mlruns' / 'mlflow.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     m = run.data.metrics

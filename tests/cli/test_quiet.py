@@ -24,3 +24,15 @@ def test_a_quickstart_prints_no_unactionable_warning(tmp_path):
     for phase in ("audit: trained 8 of 8 helper models (4 shadow, 4 reference)", "audit: collected signals of 9 models",
                   "audit: per-sample gradients of 5 models", "audit: bootstrap 2 resamples"):
         assert out.stderr.count(phase) == 1, (phase, out.stderr[-3000:])
+
+
+def test_the_progress_bar_switch_is_accepted_and_turns_the_bar_off(in_tmp):
+    """``--trainer.enable_progress_bar false`` (the switch the audits' bars follow too) used to fail: Lightning
+    refuses the CLI's default RichProgressBar with the flag off."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from lightning_privacy.cli import cli
+
+    args = ["--config", str(REPO / "conf" / "experiments" / "quickstart.yaml"), "--tracking.enabled", "false"]
+    assert cli([*args, "--trainer.enable_progress_bar", "false"], run=False).trainer.progress_bar_callback is None
+    assert isinstance(cli(args, run=False).trainer.progress_bar_callback, RichProgressBar)

@@ -96,3 +96,42 @@ def test_realized_fpr_is_recorded_for_each_low_fpr_figure():
     fpr, tpr, thresholds = roc_points(scores, is_member)
     assert fpr.tolist() == [0.0, 0.0, 1.0] and tpr.tolist() == [0.0, 0.5, 1.0]
     assert thresholds.tolist() == [float("inf"), 2.0, 1.0]
+
+
+def _bootstrap_reference(scores, is_member, *, n, seed, fpr=0.001):
+    """The former loop: each resample's ROC and AUC from torchmetrics, with the same draws."""
+    from torchmetrics.functional.classification import binary_auroc, binary_roc
+
+    from lightning_privacy.metrics.roc import _as_ranks, tpr_at_fpr
+
+    target = is_member.long()
+    g = torch.Generator().manual_seed(seed)
+    pos, neg = torch.nonzero(target == 1).flatten(), torch.nonzero(target == 0).flatten()
+    preds = _as_ranks(scores)
+    aucs, tprs = [], []
+    for _ in range(n):
+        idx = torch.cat([pos[torch.randint(pos.numel(), (pos.numel(),), generator=g)],
+                         neg[torch.randint(neg.numel(), (neg.numel(),), generator=g)]])
+        f, tp, _ = binary_roc(preds[idx], target[idx])
+        aucs.append(float(binary_auroc(preds[idx], target[idx])))
+        tprs.append(tpr_at_fpr(f.double(), tp.double(), fpr))
+    q = torch.tensor([0.025, 0.975], dtype=torch.float64)
+    return (torch.quantile(torch.tensor(aucs, dtype=torch.float64), q),
+            torch.quantile(torch.tensor(tprs, dtype=torch.float64), q))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_bootstrap_matches_torchmetrics_on_every_resample(ties):
+    """The counting bootstrap (one bincount per resample, no sort) gives torchmetrics' intervals, ties included."""
+    from lightning_privacy.metrics.roc import bootstrap_ci
+
+    scores, is_member = _random(3000, 7)
+    if ties:
+        scores = (scores * 4).round()  # a handful of distinct scores shared by members and non-members
+    calls = []
+    ci = bootstrap_ci(scores, is_member, n=40, seed=3, fpr=0.01, advance=lambda: calls.append(1))
+    auc, tpr = _bootstrap_reference(scores, is_member, n=40, seed=3, fpr=0.01)
+    assert (ci["auc_ci95_low"], ci["auc_ci95_high"]) == pytest.approx((float(auc[0]), float(auc[1])), abs=1e-6)
+    assert (ci["tpr_at_fpr_0.01_ci95_low"], ci["tpr_at_fpr_0.01_ci95_high"]) == pytest.approx(
+        (float(tpr[0]), float(tpr[1])), abs=1e-6)
+    assert len(calls) == 40

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lightning_privacy.metrics.roc import bootstrap_ci, roc_metrics
+from lightning_privacy.progress import bar
 
 MIN_NONMEMBERS_FOR_TPR = 1000
 """TPR at 0.1 % / 1 % FPR is reported only over at least this many non-member scores."""
@@ -19,6 +20,7 @@ def leakage_metrics(scores: Tensor, is_member: Tensor, *, bootstrap: int = 200, 
     full = roc_metrics(scores, is_member, fprs=(0.001, 0.01) if with_tpr else (), seed=seed)
     out = {k: v for k, v in full.items() if k == "auc" or k.startswith("tpr_at_fpr_")}
     if bootstrap > 0:
-        ci = bootstrap_ci(scores, is_member, n=bootstrap, seed=seed, fpr=0.001)
+        with bar(f"bootstrap ({bootstrap} resamples)", total=bootstrap) as progress:
+            ci = bootstrap_ci(scores, is_member, n=bootstrap, seed=seed, fpr=0.001, advance=progress.advance)
         out.update({k: v for k, v in ci.items() if k.startswith("auc") or with_tpr})
     return out
