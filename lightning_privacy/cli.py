@@ -237,6 +237,9 @@ class PrivacyCLI(LightningCLI):
             configured = self._get(self.config_init, "trainer", default={}).get("logger")
             others = configured if isinstance(configured, list) else [configured] if isinstance(configured, Logger) else []
             kwargs["logger"] = [logger, *others]
+        strategy = self._get(self.config_init, "trainer", default={}).get("strategy")
+        if strategy == "ddp" and getattr(self.model, "ddp_unused_parameters", False):
+            kwargs["strategy"] = "ddp_find_unused_parameters_true"  # the defense's steps leave parameters out
         trainer = super().instantiate_trainer(**kwargs)
         if self.resume is not None:
             enable_last_checkpoint(trainer)
