@@ -79,6 +79,6 @@ def test_class_dp_under_ddp_is_one_clear_error(tmp_path):
 def test_defenses_that_leave_parameters_out_get_ddp_that_finds_them(in_tmp, defense, find_unused):
     from lightning_privacy.cli import cli
 
-    run = cli(["fit", "--config", str(REPO / "conf" / "experiments" / "quickstart.yaml"),
+    run = cli(["--config", str(REPO / "conf" / "experiments" / "quickstart.yaml"),
                "--config", str(DEFENSE / f"{defense}.yaml"), *DDP], run=False)
     assert run.trainer.strategy._ddp_kwargs.get("find_unused_parameters", False) is find_unused
