@@ -243,6 +243,9 @@ class PrivacyCLI(LightningCLI):
             defaults = self.trainer_defaults.get("callbacks", [])
             self.trainer_defaults = {**self.trainer_defaults,
                                      "callbacks": [c for c in defaults if not isinstance(c, RichProgressBar)]}
+        strategy = self._get(self.config_init, "trainer", default={}).get("strategy")
+        if strategy == "ddp" and getattr(self.model, "ddp_unused_parameters", False):
+            kwargs["strategy"] = "ddp_find_unused_parameters_true"  # the defense's steps leave parameters out
         trainer = super().instantiate_trainer(**kwargs)
         if self.resume is not None:
             enable_last_checkpoint(trainer)

@@ -13,4 +13,9 @@ if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v a
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null 2>&1 \
     || echo "test.sh: could not install shellcheck; the SLURM script's shellcheck will be skipped" >&2
 fi
+# The MLflow UI test drives headless Chromium through Debian's chromium-driver (it skips without them).
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+    || echo "test.sh: could not install chromium and chromium-driver; the MLflow UI browser test will be skipped" >&2
+fi
 exec .venv/bin/python -m pytest "$@"

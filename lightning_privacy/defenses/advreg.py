@@ -52,6 +52,7 @@ class AdvReg(ClassifierDefense):
 
     dp_refusal = "its inference model is trained on the members without noise, and the classifier then follows it"
     key_hparams = ("alpha", "attack_steps")
+    ddp_unused_parameters = True  # h is idle in the warm-up and apart from the classifier's loss
 
     def __init__(
         self,

@@ -36,6 +36,10 @@ class ClassifierDefense(DPMixin, LightningModule):
     """The defense's key hyperparameters (``__init__`` argument names): each run is tagged ``hp.<name>`` with
     its value (``tracking/run_tags.py``), a column of the MLflow run list."""
 
+    ddp_unused_parameters: ClassVar[bool] = False
+    """True when a training step's loss leaves some parameters out (a helper model stepped apart, or idle during a
+    warm-up): under ``strategy: ddp`` the CLI then lets DDP find them (``ddp_find_unused_parameters_true``)."""
+
     def __init__(
         self,
         num_classes: int = 10,

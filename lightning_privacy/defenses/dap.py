@@ -86,6 +86,7 @@ class DAP(ClassifierDefense):
     dp_refusal = ("its adversarial step feeds the members' misclassified predictions through the discriminator "
                   "and updates the last layer a second time per batch, outside the clipped per-sample objective")
     key_hparams = ("r", "num_shadows", "shadow_role")
+    ddp_unused_parameters = True  # step (2)'s loss reaches the last layer only
 
     def __init__(
         self,
