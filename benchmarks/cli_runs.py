@@ -17,15 +17,22 @@ from lightning_privacy.tracking.mlflow import default_tracking_uri  # noqa: E402
 
 
 def fit_run(name: str, args: list[str]) -> tuple[mlflow.entities.Run, float]:
-    """`lightning-privacy fit <args>` as run ``name``; its MLflow run and the whole call's wall time."""
+    """`lightning-privacy fit <args>` as run ``name``; its MLflow run and the whole call's wall time.
+
+    The CLI appends the defense to a name that does not already say it (``bench-x`` → ``bench-x ERM + DP-SGD``),
+    so the run is the latest one whose name starts with ``name`` and that started during this call."""
+    started_ms = int(time.time() * 1000) - 1000
     start = time.perf_counter()
     main(["fit", *args, "--tracking.experiment", "benchmarks", "--tracking.run_name", name])
     wall = time.perf_counter() - start
     client = mlflow.MlflowClient(default_tracking_uri())
     exp = client.get_experiment_by_name("benchmarks")
-    latest = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{name}'",
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return latest, wall
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
+                              filter_string=f"attributes.run_name LIKE '{name}%' "
+                                            f"AND attributes.start_time >= {started_ms}")
+    if not runs:
+        raise RuntimeError(f"no run named {name!r}… started in experiment 'benchmarks' of {default_tracking_uri()}")
+    return runs[0], wall
 
 
 def epoch_times(run: mlflow.entities.Run) -> list[float]:
