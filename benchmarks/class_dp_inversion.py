@@ -17,6 +17,9 @@ record-DP model with the subclass-DP model of nearest accuracy and prints the ga
 Prints per model the MIA distance per class and averaged (ℓ2 and 1 − SSIM: the minimum over the class's members),
 the attack accuracy (an evaluation CNN trained on the `reference` role), f_label of the reconstructions, test
 accuracy, ε and the run ids; the paper's Table I (enhanced MIA on its vanilla model) beside; --json writes all.
+Each extra ℓ1 weight of --lams re-audits the same checkpoint (`lightning-privacy test --ckpt_path`, a run of its
+own): at the paper's λ = 0.05 (ℓ1 summed over the 784 pixels, eq. 4) a pixel only brightens where ∂f_label/∂x exceeds
+λ, so a model with small input gradients yields a black image whatever its training.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def main_() -> None:
     parser.add_argument("--subclass-sigmas", type=float, nargs="*", default=[0.3, 0.8])
     parser.add_argument("--no-vanilla", action="store_true")
     parser.add_argument("--steps", type=int, default=1000, help="Algorithm 1's T (the paper's: 5000)")
+    parser.add_argument("--lams", type=float, nargs="+", default=[0.05, 0.005],
+                        help="ℓ1 weights λ: the first in the fit's audit (the paper's 0.05), each other one by "
+                             "re-auditing the same checkpoint (`lightning-privacy test --ckpt_path`)")
     parser.add_argument("--evaluator-epochs", type=int, default=3)
     parser.add_argument("--full", action="store_true",
                         help="the paper's sizes: all official train images but 6,000 validation and 10,000 "
@@ -69,6 +75,7 @@ def main_() -> None:
             data_args += [f"--data.init_args.{role}", str(getattr(args, role))]
     audit_args = ["--audit.inversion.attacks", "[optimization]", "--audit.inversion.steps", str(args.steps),
                   "--audit.inversion.evaluator_epochs", str(args.evaluator_epochs)]
+    lam_args = lambda lam: ["--audit.inversion.lam", str(lam)]  # noqa: E731
     # fixed-noise mode: target_epsilon null (a YAML null; jsonargparse refuses `--model.init_args.dp.target_epsilon
     # null` on the command line for this nested Optional field)
     fixed_noise = Path(tempfile.mkdtemp()) / "fixed_noise.yaml"
@@ -86,33 +93,45 @@ def main_() -> None:
           f"{args.epochs} epochs at batch {args.batch_size}; Algorithm 1 with T = {args.steps}; evaluator "
           f"{args.evaluator_epochs} epochs", flush=True)
     start_all = time.perf_counter()
-    results: dict[str, dict] = {}
+    results: dict[float, dict[str, dict]] = {lam: {} for lam in args.lams}
     for name, defense, overrides in targets:
-        run, wall = fit_run(f"bench-classdp-inversion-{name}", [
-            "--config", str(REPO / "conf" / "data" / "mnist.yaml"),
-            "--config", str(REPO / "conf" / "defense" / f"{defense}.yaml"),
-            "--config", str(REPO / "conf" / "net" / "class_dp_cnn.yaml"),
-            "--config", str(REPO / "conf" / "trainer" / "default.yaml"),
-            "--config", str(REPO / "conf" / "audit" / "inversion.yaml"),
-            *data_args, "--trainer.max_epochs", str(args.epochs), *overrides, *audit_args])
-        m = run.data.metrics
-        key = "inversion/optimization"
-        results[name] = {
-            "run_id": run.info.run_id, "wall_s": wall, "test_acc": m.get("test/acc"), "epsilon": m.get("dp/epsilon"),
-            "delta": m.get("dp/delta"), "noise_multiplier": m.get("dp/noise_multiplier"),
+        cli_args = ["--config", str(REPO / "conf" / "data" / "mnist.yaml"),
+                    "--config", str(REPO / "conf" / "defense" / f"{defense}.yaml"),
+                    "--config", str(REPO / "conf" / "net" / "class_dp_cnn.yaml"),
+                    "--config", str(REPO / "conf" / "trainer" / "default.yaml"),
+                    "--config", str(REPO / "conf" / "audit" / "inversion.yaml"),
+                    *data_args, "--trainer.max_epochs", str(args.epochs), *overrides, *audit_args]
+        fit, wall = fit_run(f"bench-classdp-inversion-{name}", [*cli_args, *lam_args(args.lams[0])])
+        (ckpt,) = Path("outputs").glob(f"*/{fit.info.run_id}/checkpoints/best-*.ckpt")
+        for lam in args.lams:
+            run, lam_wall = (fit, wall) if lam == args.lams[0] else fit_run(
+                f"bench-classdp-inversion-{name}-lam{lam:g}", [*cli_args, *lam_args(lam), "--ckpt_path", str(ckpt)],
+                command="test")
+            results[lam][name] = row(run, lam_wall, fit)
+            print(f"[{name} λ {lam:g}] acc {results[lam][name]['test_acc']:.4f} MIA distance "
+                  f"{results[lam][name]['distance_l2']:.3f} wall {lam_wall:.0f}s run {run.info.run_id}", flush=True)
+    total = time.perf_counter() - start_all
+    for lam in args.lams:
+        print(f"\n===== λ = {lam:g} =====")
+        report(results[lam])
+    print(f"\ntotal wall time {total:.0f} s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "total_wall_s": total,
+                                               "results": {str(lam): r for lam, r in results.items()}},
+                                              indent=2))
+
+
+def row(run, wall: float, fit) -> dict:
+    """The figures of an audit run (``fit``: the run that trained the weights, for ε and σ)."""
+    m, f = run.data.metrics, fit.data.metrics
+    key = "inversion/optimization"
+    return {"run_id": run.info.run_id, "fit_run_id": fit.info.run_id, "wall_s": wall, "test_acc": m.get("test/acc"),
+            "epsilon": f.get("dp/epsilon"), "delta": f.get("dp/delta"), "noise_multiplier": f.get("dp/noise_multiplier"),
             "distance_l2": m[f"{key}/distance_l2"], "distance_ssim": m[f"{key}/distance_ssim"],
             "per_class_l2": [m[f"{key}/class_{k}/distance_l2"] for k in range(10)],
             "per_class_ssim": [m[f"{key}/class_{k}/distance_ssim"] for k in range(10)],
             "attack_acc": m.get(f"{key}/attack_acc"), "evaluator_acc": m.get(f"{key}/evaluator_acc"),
             "confidence": m.get(f"{key}/confidence"), "attack_s": m.get("time/inversion_optimization_s")}
-        print(f"[{name}] acc {m.get('test/acc'):.4f} MIA distance {m[f'{key}/distance_l2']:.3f} "
-              f"wall {wall:.0f}s run {run.info.run_id}", flush=True)
-    total = time.perf_counter() - start_all
-    report(results)
-    print(f"\ntotal wall time {total:.0f} s", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "total_wall_s": total, "results": results},
-                                              indent=2))
 
 
 def report(results: dict[str, dict]) -> None:
