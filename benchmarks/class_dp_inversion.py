@@ -48,12 +48,12 @@ def main_() -> None:
     parser.add_argument("--nonmembers", type=int, default=1000)
     parser.add_argument("--validation", type=int, default=500)
     parser.add_argument("--reference", type=int, default=1000, help="the evaluation classifier's data")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--record-sigmas", type=float, nargs="*", default=[0.65, 1.8])
-    parser.add_argument("--subclass-sigmas", type=float, nargs="*", default=[0.3, 0.8])
+    parser.add_argument("--subclass-sigmas", type=float, nargs="*", default=[0.2, 0.5])
     parser.add_argument("--no-vanilla", action="store_true")
-    parser.add_argument("--steps", type=int, default=1000, help="Algorithm 1's T (the paper's: 5000)")
+    parser.add_argument("--steps", type=int, default=600, help="Algorithm 1's T (the paper's: 5000)")
     parser.add_argument("--lams", type=float, nargs="+", default=[0.05, 0.005],
                         help="ℓ1 weights λ: the first in the fit's audit (the paper's 0.05), each other one by "
                              "re-auditing the same checkpoint (`lightning-privacy test --ckpt_path`)")
