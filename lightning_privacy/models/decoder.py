@@ -7,7 +7,8 @@ layer's activation shape:
 * a spatial activation (c, h, w) — a conv or pooling output — goes through a 1×1 conv to ``width`` channels;
 * a flat activation (d,) — a dense layer, the prediction layer or a released score vector — goes through a Linear
   layer to ``width`` × ⌈H/4⌉ × ⌈W/4⌉ and is reshaped to that grid;
-* the input is first standardized, per feature, with the attacker's own activations (``fit_input_stats``): fed raw,
+* the input is first standardized with the attacker's own activations, per channel (spatial) or per feature (flat)
+  (``fit_input_stats``): fed raw,
   large deep-layer activations and logits left the decoder at the all-black image within a few epochs;
 * then, while the grid is smaller than the input, stages of (×2 nearest upsampling, 3×3 conv, SiLU), halving the
   width down to no less than 16; a bilinear resize to exactly (H, W) when the doubling overshoots; one more 3×3 conv
@@ -62,11 +63,16 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def fit_input_stats(self, features: Tensor) -> "Decoder":
-        """Standardize every input feature with the mean and standard deviation of ``features`` (the attacker's
-        own activations); a feature's deviation is floored at a tenth of the average one (dead units)."""
-        std = features.std(0) if features.shape[0] > 1 else torch.ones_like(features[0])
-        self.in_mean.copy_(features.mean(0))
-        self.in_std.copy_(std.clamp_min(0.1 * float(std.mean()) + 1e-8))
+        """Standardize the input with the mean and standard deviation of ``features`` (the attacker's own
+        activations): per channel for a spatial activation (over samples and positions, so the spatial pattern is
+        kept), per feature for a flat one; a deviation is floored at a tenth of the average one (dead units)."""
+        dims = (0, 2, 3) if features.dim() == 4 else (0,)
+        if features.shape[0] * (features[0].numel() // features.shape[1] if features.dim() == 4 else 1) > 1:
+            std = features.std(dims, keepdim=True)[0]
+        else:
+            std = torch.ones_like(features[0])
+        self.in_mean.copy_(features.mean(dims, keepdim=True)[0].expand_as(self.in_mean))
+        self.in_std.copy_(std.clamp_min(0.1 * float(std.mean()) + 1e-8).expand_as(self.in_std))
         return self
 
     def forward(self, z: Tensor) -> Tensor:

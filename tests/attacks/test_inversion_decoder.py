@@ -148,3 +148,13 @@ def test_the_decoder_standardizes_with_the_attacker_statistics_only():
     assert torch.allclose(d.in_mean, torch.tensor([3.0, 0.0, 5.0]))
     assert d.in_std[0] == 2.0 and d.in_std[1] > 0 and d.in_std[2] > 0  # dead / constant units: floored, no division by 0
     assert torch.isfinite(d(torch.tensor([[9.0, 1.0, -5.0]]))).all()
+
+
+def test_a_spatial_input_is_standardized_per_channel():
+    """Per channel over samples and positions, so the spatial pattern of a conv map reaches the decoder intact."""
+    features = torch.zeros(4, 2, 3, 3)
+    features[:, 0] = torch.arange(9.0).view(3, 3)  # channel 0: the same spatial ramp in every sample
+    features[:, 1] = 7.0
+    d = Decoder((2, 3, 3), (1, 8, 8), width=8).fit_input_stats(features)
+    assert torch.allclose(d.in_mean[0], torch.full((3, 3), 4.0)) and torch.allclose(d.in_mean[1], torch.full((3, 3), 7.0))
+    assert torch.allclose(d.in_std[0], features[:, 0].std().expand(3, 3))
