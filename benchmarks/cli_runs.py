@@ -16,14 +16,15 @@ from lightning_privacy.cli import main  # noqa: E402
 from lightning_privacy.tracking.mlflow import default_tracking_uri  # noqa: E402
 
 
-def fit_run(name: str, args: list[str]) -> tuple[mlflow.entities.Run, float]:
-    """`lightning-privacy fit <args>` as run ``name``; its MLflow run and the whole call's wall time.
+def fit_run(name: str, args: list[str], command: str = "fit") -> tuple[mlflow.entities.Run, float]:
+    """`lightning-privacy fit <args>` (or ``command``, e.g. ``test``) as run ``name``; its MLflow run and the whole
+    call's wall time.
 
     The CLI appends the defense to a name that does not already say it (``bench-x`` → ``bench-x ERM + DP-SGD``),
     so the run is the latest one whose name starts with ``name`` and that started during this call."""
     started_ms = int(time.time() * 1000) - 1000
     start = time.perf_counter()
-    main(["fit", *args, "--tracking.experiment", "benchmarks", "--tracking.run_name", name])
+    main([command, *args, "--tracking.experiment", "benchmarks", "--tracking.run_name", name])
     wall = time.perf_counter() - start
     client = mlflow.MlflowClient(default_tracking_uri())
     exp = client.get_experiment_by_name("benchmarks")

@@ -119,3 +119,42 @@ def test_every_layer_of_every_configured_network_can_be_decoded(spec):
         a = activations(net, x, layer=layer)
         assert a.shape[0] == 2
         assert Decoder(a.shape[1:], (3, 16, 16), width=8)(a).shape == (2, 3, 16, 16)
+
+
+def test_the_decoder_is_not_stalled_by_the_scale_of_a_layer(trained):
+    """Logits (or deep activations) 100× larger carry the same information: the decoder, whose input is
+    standardized with the attacker's own activations, reconstructs from them as well as from the unscaled ones.
+    Fed raw, the result depended on the scale (here 0.008 against 0.063; on real MNIST the decoders from the
+    papers' CNN's last pooling layer and from an ERM model's logits stayed at the all-black image)."""
+    import copy
+
+    net, sets = trained
+    scaled = copy.deepcopy(net)
+    with torch.no_grad():
+        scaled.prediction.weight.mul_(100.0)
+        scaled.prediction.bias.mul_(100.0)
+    kwargs = dict(attacker=sets["attacker"], evaluate={"nonmembers": sets["nonmembers"]}, layers=["prediction"],
+                  blackbox=False, epochs=3, batch_size=32, width=16, seed=0)
+    plain = decoder_inversion(net, **kwargs).scores["prediction"]["nonmembers"]["mse"]
+    large = decoder_inversion(scaled, **kwargs).scores["prediction"]["nonmembers"]["mse"]
+    black = float(sets["nonmembers"][1].pow(2).mean())
+    assert large < 0.8 * black
+    assert abs(large - plain) < 0.1 * plain
+
+
+def test_the_decoder_standardizes_with_the_attacker_statistics_only():
+    features = torch.tensor([[1.0, 0.0, 5.0], [3.0, 0.0, 5.0], [5.0, 0.0, 5.0]])
+    d = Decoder((3,), (1, 8, 8), width=8).fit_input_stats(features)
+    assert torch.allclose(d.in_mean, torch.tensor([3.0, 0.0, 5.0]))
+    assert d.in_std[0] == 2.0 and d.in_std[1] > 0 and d.in_std[2] > 0  # dead / constant units: floored, no division by 0
+    assert torch.isfinite(d(torch.tensor([[9.0, 1.0, -5.0]]))).all()
+
+
+def test_a_spatial_input_is_standardized_per_channel():
+    """Per channel over samples and positions, so the spatial pattern of a conv map reaches the decoder intact."""
+    features = torch.zeros(4, 2, 3, 3)
+    features[:, 0] = torch.arange(9.0).view(3, 3)  # channel 0: the same spatial ramp in every sample
+    features[:, 1] = 7.0
+    d = Decoder((2, 3, 3), (1, 8, 8), width=8).fit_input_stats(features)
+    assert torch.allclose(d.in_mean[0], torch.full((3, 3), 4.0)) and torch.allclose(d.in_mean[1], torch.full((3, 3), 7.0))
+    assert torch.allclose(d.in_std[0], features[:, 0].std().expand(3, 3))

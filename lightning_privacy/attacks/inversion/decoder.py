@@ -105,7 +105,8 @@ def activations(net: nn.Module, x: Tensor, *, layer: Optional[str] = None,
 
 def train_decoder(features: Tensor, targets: Tensor, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                   width: int = 64, seed: int = 0) -> Decoder:
-    """A ``Decoder`` fitted with MSE and Adam (the paper's lr 1e-3) from ``features`` (n, …) to images (n, C, H, W)."""
+    """A ``Decoder`` fitted with MSE and Adam (the paper's lr 1e-3) from ``features`` (n, …) to images (n, C, H, W),
+    its input standardized with the statistics of ``features`` (the attacker's data only)."""
     if epochs < 1:
         raise UserInputError(f"decoder epochs must be >= 1; got {epochs}")
     if features.shape[0] != targets.shape[0] or features.shape[0] == 0:
@@ -113,6 +114,7 @@ def train_decoder(features: Tensor, targets: Tensor, *, epochs: int = 10, batch_
                              f"{targets.shape[0]}")
     torch.manual_seed(seed)
     decoder = Decoder(features.shape[1:], targets.shape[1:], width=width).to(features.device)
+    decoder.fit_input_stats(features)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     decoder.train()
