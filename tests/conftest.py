@@ -5,7 +5,9 @@ from __future__ import annotations
 import lightning_privacy  # noqa: F401  (first: it pins typing's Union cache; see lightning_privacy/__init__.py)
 
 import os
+import shutil
 import signal
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -59,9 +61,27 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedded store with MLflow's tables made, copied into each scratch directory: its migrations cost about
+    a second of CPU per store. Fresh-store creation itself is tested on ``tmp_path`` (tests/tracking/test_store.py)."""
+    from lightning_privacy.tracking.store import ensure_store
+
+    db = tmp_path_factory.mktemp("store-template") / "mlflow.db"
+    ensure_store(f"sqlite:///{db}")
+    return db
+
+
 @pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in a scratch directory (the default ./mlruns and ./outputs land there), no tracking env."""
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_template: Path) -> Path:
+    """Run in a scratch directory (the default ./mlruns and ./outputs land there, ./mlruns/mlflow.db with its
+    tables made), no tracking env."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlruns").mkdir()
+    db = tmp_path / "mlruns" / "mlflow.db"
+    shutil.copyfile(store_template, db)
+    with sqlite3.connect(db) as conn:  # the Default experiment's artifacts live beside this copy, not the template
+        conn.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                     ((tmp_path / "mlruns" / "artifacts" / "0").resolve().as_uri(),))
     return tmp_path
