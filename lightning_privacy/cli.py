@@ -251,9 +251,9 @@ class PrivacyCLI(LightningCLI):
             enable_last_checkpoint(trainer)
             trainer.callbacks.append(RunInCheckpoint(self.resume["config_hash"]))
         parser = self._parser(self.subcommand)
-        config_yaml = self_contained_config(parser, cfg)
+        config_yaml = self._config_yaml = self_contained_config(parser, cfg)
         trainer.callbacks.extend(
-            [EpochTimer(), InterruptReport(self.config_files, self.tracking_uri), RunRecorder(config=yaml.safe_load(config_yaml), config_yaml=config_yaml,
+            [EpochTimer(), InterruptReport(config_yaml, self.tracking_uri), RunRecorder(config=yaml.safe_load(config_yaml), config_yaml=config_yaml,
                                        resumed=bool(cfg.tracking.run_id)),
              *self._audit_callbacks()]
         )
@@ -310,7 +310,7 @@ class PrivacyCLI(LightningCLI):
         if ckpt:
             lines.append(("checkpoint", ckpt))
             if self.subcommand == "fit":
-                lines.append(("audit again", audit_command(self.config_files, ckpt)))
+                lines.append(("audit again", audit_command(self._config_yaml, ckpt)))
         mlflow_loggers = [lg for lg in self.trainer.loggers if isinstance(lg, MLFlowLogger)]
         if mlflow_loggers:
             lines.append(("mlflow run", f"{mlflow_loggers[0].run_id} @ {self.tracking_uri}"))

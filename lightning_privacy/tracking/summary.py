@@ -19,10 +19,13 @@ SUMMARY_TAGS = ("mia.best_attack", "mia.best_blackbox_attack")
 """Audit tags the table shows: the attacks the headline numbers come from."""
 
 
-def audit_command(config_files: Sequence[str], ckpt_path: str) -> str:
-    """The command that tests and audits ``ckpt_path`` with the configs of this run."""
-    configs = " ".join(f"--config {shlex.quote(f)}" for f in config_files)
-    return f"lightning-privacy test {configs} --ckpt_path {shlex.quote(ckpt_path)}".replace("  ", " ")
+def audit_command(config_yaml: str, ckpt_path: str) -> str:
+    """The command that tests and audits ``ckpt_path`` with this run's whole config: the self-contained
+    ``config_yaml`` (command-line overrides included, so the same split) is written beside the checkpoint as
+    ``config.yaml``."""
+    config = Path(ckpt_path).parent / "config.yaml"
+    config.write_text(config_yaml)
+    return f"lightning-privacy test --config {shlex.quote(str(config))} --ckpt_path {shlex.quote(ckpt_path)}"
 
 
 def summary_rows(trainer: Trainer, model: Any) -> list[tuple[str, str]]:
@@ -68,8 +71,8 @@ class InterruptReport(Callback):
     """After Ctrl-C stops a fit: what was kept (the MLflow run, the checkpoints) and the command that audits
     the last saved weights."""
 
-    def __init__(self, config_files: Sequence[str] = (), tracking_uri: Optional[str] = None) -> None:
-        self.config_files, self.tracking_uri = list(config_files), tracking_uri
+    def __init__(self, config_yaml: str, tracking_uri: Optional[str] = None) -> None:
+        self.config_yaml, self.tracking_uri = config_yaml, tracking_uri
 
     @rank_zero_only
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -85,7 +88,7 @@ class InterruptReport(Callback):
         lines += [("kept: checkpoint", str(Path(path).resolve())) for path in checkpoints]
         if checkpoints:
             lines.append(("audit the last saved weights",
-                          audit_command(self.config_files, str(Path(checkpoints[-1]).resolve()))))
+                          audit_command(self.config_yaml, str(Path(checkpoints[-1]).resolve()))))
         else:
             lines.append(("kept: checkpoint", "none was saved before the interrupt: nothing to audit"))
         print_summary(rows, title="lightning-privacy: interrupted", lines=lines)
