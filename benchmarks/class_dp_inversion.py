@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_runs import REPO, fit_run  # noqa: E402
+from cli_runs import REPO, fit_run, role_args  # noqa: E402
 
 # Table I, "Enhanced MIA" (ℓ1, change of variable) on the paper's vanilla MNIST model: MIA distance (ℓ2) per digit.
 PAPER_TABLE_I = [5.93, 7.89, 8.51, 7.92, 8.2, 8.41, 8.51, 7.76, 8.06, 8.76]
@@ -70,11 +70,7 @@ def main_() -> None:
         args.members, args.nonmembers, args.validation, args.reference = None, None, 6000, 10000
         args.epochs, args.steps, args.evaluator_epochs = 30, 5000, 10
         args.record_sigmas, args.subclass_sigmas = sorted(PAPER_RECORD), sorted(PAPER_SUBCLASS)
-    data_args = ["--data.init_args.root", args.data_root, "--data.init_args.batch_size", str(args.batch_size),
-                 "--data.init_args.validation", str(args.validation), "--data.init_args.reference", str(args.reference)]
-    for role in ("members", "nonmembers"):
-        if getattr(args, role) is not None:
-            data_args += [f"--data.init_args.{role}", str(getattr(args, role))]
+    data_args = role_args(args)
     audit_args = ["--audit.inversion.attacks", "[optimization]", "--audit.inversion.steps", str(args.steps),
                   "--audit.inversion.evaluator_epochs", str(args.evaluator_epochs)]
     lam_args = lambda lam: ["--audit.inversion.lam", str(lam)]  # noqa: E731

@@ -7,6 +7,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
@@ -43,3 +44,14 @@ def epoch_times(run: mlflow.entities.Run) -> list[float]:
 
 def median_epoch_s(run: mlflow.entities.Run) -> float:
     return statistics.median(epoch_times(run))
+
+
+def role_args(args: Any) -> list[str]:
+    """The data options the inversion scripts share: root, batch size, and the role sizes they set
+    (``members``/``nonmembers`` only when given)."""
+    out = ["--data.init_args.root", args.data_root, "--data.init_args.batch_size", str(args.batch_size),
+           "--data.init_args.validation", str(args.validation), "--data.init_args.reference", str(args.reference)]
+    for role in ("members", "nonmembers"):
+        if getattr(args, role) is not None:
+            out += [f"--data.init_args.{role}", str(getattr(args, role))]
+    return out

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_runs import REPO, fit_run  # noqa: E402
+from cli_runs import REPO, fit_run, role_args  # noqa: E402
 
 from lightning_privacy.attacks.inversion.decoder import network_layers  # noqa: E402
 from lightning_privacy.models.cnn import PaperCNN  # noqa: E402
@@ -95,11 +95,7 @@ def main_() -> None:
         args.members, args.nonmembers, args.validation, args.reference = None, None, 6000, 10000
         args.epochs, args.decoder_samples, args.eval_samples = 30, None, None
         args.decoder_epochs, args.decoder_width, args.decoder_batch_size = 10, 64, 64
-    data_args = ["--data.init_args.root", args.data_root, "--data.init_args.batch_size", str(args.batch_size),
-                 "--data.init_args.validation", str(args.validation), "--data.init_args.reference", str(args.reference)]
-    for role in ("members", "nonmembers"):
-        if getattr(args, role) is not None:
-            data_args += [f"--data.init_args.{role}", str(getattr(args, role))]
+    data_args = role_args(args)
     audit_args = ["--audit.inversion.attacks", "[decoder]", "--audit.inversion.decoder_width", str(args.decoder_width),
                   "--audit.inversion.decoder_epochs", str(args.decoder_epochs),
                   "--audit.inversion.decoder_batch_size", str(args.decoder_batch_size),
