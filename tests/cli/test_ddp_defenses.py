@@ -75,10 +75,12 @@ def test_class_dp_under_ddp_is_one_clear_error(tmp_path):
             in result.stderr), result.stderr[-3000:]
 
 
-@pytest.mark.parametrize(("defense", "find_unused"), [("advreg", True), ("dap_t", True), ("reg", False)])
+@pytest.mark.parametrize(("defense", "find_unused"), [("advreg", True), ("dap_t", True), ("reg", False),
+                                                      ("pigan", True)])
 def test_defenses_that_leave_parameters_out_get_ddp_that_finds_them(in_tmp, defense, find_unused):
     from lightning_privacy.cli import cli
 
-    run = cli(["--config", str(REPO / "conf" / "experiments" / "quickstart.yaml"),
+    experiment = "quickstart_gan.yaml" if defense == "pigan" else "quickstart.yaml"
+    run = cli(["--config", str(REPO / "conf" / "experiments" / experiment),
                "--config", str(DEFENSE / f"{defense}.yaml"), *DDP], run=False)
     assert run.trainer.strategy._ddp_kwargs.get("find_unused_parameters", False) is find_unused

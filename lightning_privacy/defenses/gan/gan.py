@@ -49,6 +49,8 @@ class GenerativeModule(LightningModule):
 
     key_hparams: ClassVar[tuple[str, ...]] = ()
     """Key hyperparameters (``__init__`` argument names), tagged ``hp.<name>`` on each run (as the classifiers')."""
+    ddp_unused_parameters: ClassVar[bool] = True  # one network per backward: the CLI turns ddp into
+    # ddp_find_unused_parameters_true (as for AdvReg and DAP); _check_ddp refuses plain ddp outside the CLI
 
     def __init__(self, num_classes: int, input_shape: Sequence[int], latent_dim: int, lr: float, beta1: float,
                  real_label: float) -> None:
