@@ -27,14 +27,22 @@ def fit_run(name: str, args: list[str], command: str = "fit") -> tuple[mlflow.en
     start = time.perf_counter()
     main([command, *args, "--tracking.experiment", "benchmarks", "--tracking.run_name", name])
     wall = time.perf_counter() - start
+    return latest_run(name, started_ms), wall
+
+
+def latest_run(name: str, since_ms: int = 0) -> mlflow.entities.Run:
+    """The latest finished run of experiment "benchmarks" whose name starts with ``name`` (started after
+    ``since_ms``)."""
     client = mlflow.MlflowClient(default_tracking_uri())
     exp = client.get_experiment_by_name("benchmarks")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
-                              filter_string=f"attributes.run_name LIKE '{name}%' "
-                                            f"AND attributes.start_time >= {started_ms}")
+    runs = client.search_runs([exp.experiment_id] if exp else [], order_by=["attributes.start_time DESC"],
+                              filter_string=f"attributes.run_name LIKE '{name}%' AND "
+                              f"attributes.status = 'FINISHED' AND attributes.start_time >= {since_ms}")
+    # LIKE's "_" matches any character and "pigan_l1%" also matches pigan_l10: keep the name or "name <defense>"
+    runs = [r for r in runs if r.info.run_name == name or r.info.run_name.startswith(name + " ")]
     if not runs:
-        raise RuntimeError(f"no run named {name!r}… started in experiment 'benchmarks' of {default_tracking_uri()}")
-    return runs[0], wall
+        raise RuntimeError(f"no finished run named {name!r}… in experiment 'benchmarks' of {default_tracking_uri()}")
+    return runs[0]
 
 
 def epoch_times(run: mlflow.entities.Run) -> list[float]:

@@ -4,6 +4,8 @@ PrivGAN (N = 2, λ = 0.01) and DPGAN, each a CLI fit of conf/experiments/fmnist_
     .venv/bin/python benchmarks/fmnist_gan.py --epochs 12                 # a CPU budget (see RESULTS.md)
     .venv/bin/python benchmarks/fmnist_gan.py --full                      # the paper's 300 epochs (K = 200) on a GPU
     .venv/bin/python benchmarks/fmnist_gan.py --epochs 6 --models gan pigan_l5
+    .venv/bin/python benchmarks/fmnist_gan.py --leaky                        # 256 members, 300 epochs: a GAN that leaks
+    .venv/bin/python benchmarks/fmnist_gan.py --leaky --report-only          # the table of the latest runs of each model
 
 A budget of E epochs scales the paper's schedule: PIGAN warms up for 2/3 E (paper K = 200 of 300), PrivGAN for
 1/3 E (100 of 300), Q / the privacy discriminator pre-train for E/6 (50 of 300). Epoch-time ratios are measured
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_runs import REPO, epoch_times, fit_run  # noqa: E402
+from cli_runs import REPO, epoch_times, fit_run, latest_run  # noqa: E402
 
 # name -> (conf/defense file, model overrides, role in the schedule)
 MODELS = {
@@ -59,13 +61,17 @@ def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=None, help="12 (--leaky: 300)")
     parser.add_argument("--full", action="store_true", help="the paper's 300 epochs and sample counts (a GPU)")
+    parser.add_argument("--leaky", action="store_true",
+                        help="conf/experiments/fmnist_gan_leaky.yaml: 256 members, so the GAN over-fits on a CPU budget")
+    parser.add_argument("--report-only", action="store_true",
+                        help="fit nothing: the table of each model's latest finished run (runs split across invocations)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--downstream-epochs", type=int, default=10, help="the budget's (the paper, --full: 50)")
     parser.add_argument("fit_args", nargs="*", help="extra fit arguments after --")
     args = parser.parse_args()
-    epochs = 300 if args.full else args.epochs
+    epochs = 300 if args.full else args.epochs or (300 if args.leaky else 12)
     extra = ["--data.root", args.data_root, "--trainer.max_epochs", str(epochs), "--seed_everything",
              str(args.seed)]
     if not args.full:  # the CPU budget: the downstream CNN is the fidelity audit's dominant cost
@@ -78,9 +84,14 @@ def main_() -> None:
     for model in ["gan"] + [m for m in args.models if m != "gan"] if "gan" in args.models else args.models:
         defense, _ = MODELS[model]
         sched = schedule(model, epochs, args.full)
+        name = f"bench-fmnist-{'leaky-' if args.leaky else ''}{model}"
+        if args.report_only:
+            run = latest_run(name)
+            rows[model] = (run, (run.info.end_time - run.info.start_time) / 1000, sched)
+            continue
         model_args = [a for k, v in sched.items() for a in (f"--model.init_args.{k}", str(v))]
-        run, wall = fit_run(f"bench-fmnist-{model}", [
-            "--config", str(REPO / "conf" / "experiments" / "fmnist_gan.yaml"),
+        run, wall = fit_run(name, [
+            "--config", str(REPO / "conf" / "experiments" / f"fmnist_gan{'_leaky' if args.leaky else ''}.yaml"),
             "--config", str(REPO / "conf" / "defense" / f"{defense}.yaml"), *extra, *model_args, *args.fit_args])
         rows[model] = (run, wall, sched)
     report(rows)
