@@ -34,7 +34,7 @@ def _fake_root(tmp: Path, n_train: int) -> Path:
                                                          for p in EXPERIMENTS])
 def test_experiment_fits_a_couple_of_batches(in_tmp: Path, experiment: Path) -> None:
     # DP experiments fix the noise for the real data set's sampling rate: give them its size of training part;
-    # the leaky GAN experiment's roles are counts that need 10 560 images.
+    # the leaky GAN experiment's roles are counts that need 10 816 images.
     n_train = 60000 if "dp_" in experiment.parent.name else 14000 if experiment.stem == "fmnist_gan_leaky" else 2400
     root = _fake_root(in_tmp, n_train)
     short = [*SHORT, *GAN_SHORT] if "gan" in experiment.stem else SHORT
