@@ -4,8 +4,8 @@ PrivGAN (N = 2, λ = 0.01) and DPGAN, each a CLI fit of conf/experiments/fmnist_
     .venv/bin/python benchmarks/fmnist_gan.py --epochs 12                 # a CPU budget (see RESULTS.md)
     .venv/bin/python benchmarks/fmnist_gan.py --full                      # the paper's 300 epochs (K = 200) on a GPU
     .venv/bin/python benchmarks/fmnist_gan.py --epochs 6 --models gan pigan_l5
-    .venv/bin/python benchmarks/fmnist_gan.py --leaky                        # 512 members, 300 epochs: a GAN that leaks
-    .venv/bin/python benchmarks/fmnist_gan.py --leaky --report-only          # the table of the latest runs of each model
+    .venv/bin/python benchmarks/fmnist_gan.py --leaky                   # 512 members, 300 epochs: a GAN that leaks
+    .venv/bin/python benchmarks/fmnist_gan.py --leaky --report-only     # the table of each model's latest run
 
 A budget of E epochs scales the paper's schedule: PIGAN warms up for 2/3 E (paper K = 200 of 300), PrivGAN for
 1/3 E (100 of 300), Q / the privacy discriminator pre-train for E/6 (50 of 300). Epoch-time ratios are measured
@@ -64,9 +64,9 @@ def main_() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="12 (--leaky: 300)")
     parser.add_argument("--full", action="store_true", help="the paper's 300 epochs and sample counts (a GPU)")
     parser.add_argument("--leaky", action="store_true",
-                        help="conf/experiments/fmnist_gan_leaky.yaml: 512 members, so the GAN over-fits on a CPU budget")
+                        help="conf/experiments/fmnist_gan_leaky.yaml: 512 members, a GAN that over-fits on a CPU")
     parser.add_argument("--report-only", action="store_true",
-                        help="fit nothing: the table of each model's latest finished run (runs split across invocations)")
+                        help="fit nothing: the table of each model's latest finished run (fits split over invocations)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--downstream-epochs", type=int, default=10, help="the budget's (the paper, --full: 50)")
     parser.add_argument("fit_args", nargs="*", help="extra fit arguments after --")
