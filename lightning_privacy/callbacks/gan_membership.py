@@ -131,8 +131,8 @@ class GanMembershipAudit(AuditCallback):
                                     leakage_metrics(scores, is_member, bootstrap=c.bootstrap, seed=c.seed).items()})
             if "tvd" in c.attacks:
                 metrics["gan_mia/tvd"] = tvd(s_in, s_out, bins=c.tvd_bins)
-            artifacts["audit/gan_discriminator_scores.png"] = _histogram_writer(s_in.max(dim=1).values,
-                                                                                s_out.max(dim=1).values)
+            artifacts["audit/gan_discriminator_scores.png"] = _histogram_writer(
+                s_in.max(dim=1).values, s_out.max(dim=1).values, several=s_in.shape[1] > 1)
         if "mc" in c.attacks:
             x_pca, _ = _images(dm, c.pca_role)
             torch.manual_seed(c.seed)
@@ -152,8 +152,9 @@ class GanMembershipAudit(AuditCallback):
         return AuditResult(name="gan_membership", metrics=metrics, tags=tags, artifacts=artifacts, summary=summary)
 
 
-def _histogram_writer(members: Tensor, holdout: Tensor):
-    """D's scores on members and holdout (the PIGAN paper's Fig. 3)."""
+def _histogram_writer(members: Tensor, holdout: Tensor, several: bool):
+    """D's scores on members and holdout (the PIGAN paper's Fig. 3); ``several``: the max over codes or
+    discriminators."""
 
     def write(path) -> None:
         import matplotlib
@@ -164,7 +165,8 @@ def _histogram_writer(members: Tensor, holdout: Tensor):
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for scores, label in ((members, "train"), (holdout, "holdout")):
             ax.hist(scores.numpy(), bins=50, range=(0, 1), alpha=0.55, density=True, label=label)
-        ax.set(xlabel="discriminator score (max over codes)", ylabel="density", title="D on train vs holdout")
+        xlabel = "discriminator score" + (" (max over codes / discriminators)" if several else "")
+        ax.set(xlabel=xlabel, ylabel="density", title="D on train vs holdout")
         ax.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=120)
