@@ -39,3 +39,7 @@ def test_fit_run_finds_the_run_whose_name_the_cli_extended(in_tmp, monkeypatch):
     second, _ = cli_runs.fit_run("bench-x-l2", [])
     assert first.info.run_name == "bench-x-l2_dropout Reg"
     assert second.info.run_name == "bench-x-l2 Reg" and second.info.run_id != first.info.run_id
+    # a newer run whose name only shares the prefix ("_" is LIKE's any-character) is not the one asked for
+    newer, _ = cli_runs.fit_run("bench-x-l2_dropout", [])
+    assert cli_runs.latest_run("bench-x-l2").info.run_id == second.info.run_id
+    assert cli_runs.latest_run("bench-x-l2_dropout").info.run_id == newer.info.run_id
