@@ -22,7 +22,7 @@ def fit_run(name: str, args: list[str], command: str = "fit") -> tuple[mlflow.en
     call's wall time.
 
     The CLI appends the defense to a name that does not already say it (``bench-x`` → ``bench-x ERM + DP-SGD``),
-    so the run is the latest one whose name starts with ``name`` and that started during this call."""
+    so the run is the latest finished one named ``name`` or ``name <defense>`` that started during this call."""
     started_ms = int(time.time() * 1000) - 1000
     start = time.perf_counter()
     main([command, *args, "--tracking.experiment", "benchmarks", "--tracking.run_name", name])
@@ -31,7 +31,7 @@ def fit_run(name: str, args: list[str], command: str = "fit") -> tuple[mlflow.en
 
 
 def latest_run(name: str, since_ms: int = 0) -> mlflow.entities.Run:
-    """The latest finished run of experiment "benchmarks" whose name starts with ``name`` (started after
+    """The latest finished run of experiment "benchmarks" named ``name`` or ``name <defense>`` (started after
     ``since_ms``)."""
     client = mlflow.MlflowClient(default_tracking_uri())
     exp = client.get_experiment_by_name("benchmarks")
